@@ -1,0 +1,45 @@
+"""The app's environment: what the probe runs with, and exactly what the app will get."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from launcher import conda
+from launcher.libpath import LibraryPath, build_library_path
+from launcher.settings import Settings
+
+# Disables CUDA in ONNX Runtime outright; a leftover from debugging must not decide the app's provider.
+ORT_KILL_SWITCH = "ORT_CUDA_UNAVAILABLE"
+
+
+@dataclass(frozen=True)
+class AppEnvironment:
+    env: dict[str, str]
+    conda: conda.CondaEnv
+    library_path: LibraryPath
+    warnings: tuple[str, ...]
+
+
+def base_environment(settings: Settings, environ: Mapping[str, str]) -> dict[str, str]:
+    """Pure: the process environment over the app's `.env` keys (same layering as the settings)."""
+    return {**settings.app_env, **environ}
+
+
+def prepare_environment(settings: Settings, environ: Mapping[str, str]) -> AppEnvironment:
+    env_info = conda.resolve_prefix(settings.conda_root, settings.conda_env)
+    env = conda.activate(base_environment(settings, environ), env_info, settings.app_dir)
+    warnings: list[str] = []
+    if ORT_KILL_SWITCH in env:
+        warnings.append(
+            f"removed {ORT_KILL_SWITCH}={env.pop(ORT_KILL_SWITCH)!r} from the app's environment: "
+            "it disables ONNX Runtime's CUDA provider"
+        )
+    # Inherited after activation: an activate.d script may have set LD_LIBRARY_PATH itself.
+    library_path = build_library_path(env_info.prefix, settings.extra_library_path, env.get("LD_LIBRARY_PATH", ""))
+    warnings += library_path.warnings
+    if library_path.entries:
+        env["LD_LIBRARY_PATH"] = library_path.value
+    else:
+        env.pop("LD_LIBRARY_PATH", None)
+    return AppEnvironment(env, env_info, library_path, tuple(warnings))

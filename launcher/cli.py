@@ -1,0 +1,127 @@
+"""The command line: parse, call one function, render its result, map it to an exit code."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from launcher import exitcodes
+from launcher.errors import LaunchError
+
+# Command-line option -> setting key; flags are the top layer of the settings.
+_SETTING_OPTIONS: tuple[tuple[str, str, str], ...] = (
+    ("--env-file", "HEYGEM_ENV_FILE", "the .env file (default: $HEYGEM_ENV_FILE, else ./.env if present)"),
+    ("--conda-root", "HEYGEM_CONDA_ROOT", "conda installation root"),
+    ("--conda-env", "HEYGEM_CONDA_ENV", "env name, prefix path, or '' for this interpreter"),
+    ("--app-dir", "HEYGEM_APP_DIR", "the app's working directory"),
+    ("--app-command", "HEYGEM_APP_COMMAND", "the app's command line"),
+    ("--require-provider", "HEYGEM_REQUIRE_PROVIDER", "provider the probe must run on"),
+    ("--extra-library-path", "HEYGEM_EXTRA_LIBRARY_PATH", "extra library folders, colon-separated"),
+    ("--preflight-timeout", "HEYGEM_PREFLIGHT_TIMEOUT", "seconds before a hung probe is killed"),
+    ("--run-dir", "HEYGEM_RUN_DIR", "private folder for sockets and logs"),
+)
+
+
+def _param(option: str) -> str:
+    return option.lstrip("-").replace("-", "_")
+
+
+def setting_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    for option, _key, help_text in reversed(_SETTING_OPTIONS):
+        func = click.option(option, _param(option), default=None, help=help_text)(func)
+    return func
+
+
+def collect_flags(ctx: click.Context, params: dict[str, Any]) -> dict[str, str | None]:
+    """Flags given here over those given to the group (`heygem-launch --app-dir X check`)."""
+    flags: dict[str, str | None] = dict(ctx.obj or {})
+    for option, key, _help in _SETTING_OPTIONS:
+        value = params.pop(_param(option), None)
+        if value is not None:
+            flags[key] = value
+    return flags
+
+
+def _check(flags: dict[str, str | None], as_json: bool) -> int:
+    # Imported here so that `--help` and usage errors stay fast.
+    from launcher.preflight import run_preflight
+    from launcher.report import render_check, to_json
+    from launcher.settings import load_settings
+
+    settings = load_settings(flags)
+    if not as_json:
+        for warning in settings.warnings:
+            click.echo(f"heygem-launch: warning: {warning}", err=True)
+    result = run_preflight(settings, os.environ)
+    click.echo(to_json(result.as_dict()) if as_json else render_check(result))
+    return exitcodes.OK if result.ok else exitcodes.UNAVAILABLE
+
+
+def _exits(func: Callable[..., int]) -> Callable[..., None]:
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        sys.exit(func(*args, **kwargs))
+
+    return wrapper
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@setting_options
+@click.option("--check-only", is_flag=True, help="run the preflight, print the report, and exit (same as `check`)")
+@click.option("--json", "as_json", is_flag=True, help="with --check-only: one JSON document on stdout")
+@click.version_option(package_name="heygem-launcher")
+@click.pass_context
+def cli(ctx: click.Context, check_only: bool, as_json: bool, **params: Any) -> None:
+    """Start HeyGem's app only where ONNX Runtime really runs on the GPU.
+
+    With no command: preflight, then run and supervise the app. Exit codes: 0 ok or clean stop,
+    64 usage, 69 refused (the app would run on the wrong provider), 70 app crash-looped, 78 bad config.
+    """
+    flags = collect_flags(ctx, params)
+    ctx.obj = flags
+    if ctx.invoked_subcommand is not None:
+        if check_only:
+            raise click.UsageError("--check-only takes no command")
+        return
+    if check_only:
+        sys.exit(_check(flags, as_json))
+    if as_json:
+        raise click.UsageError("--json needs --check-only or a command")
+    raise LaunchError("running the service is not implemented yet; use --check-only", exit_code=exitcodes.USAGE)
+
+
+@cli.command()
+@setting_options
+@click.option("--json", "as_json", is_flag=True, help="one JSON document on stdout")
+@click.pass_context
+@_exits
+def check(ctx: click.Context, as_json: bool, **params: Any) -> int:
+    """Run the preflight and report; exit 0 only if the required provider ran the probe."""
+    return _check(collect_flags(ctx, params), as_json)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: click's usage errors exit 64 (sysexits), our errors one line and their code."""
+    try:
+        cli.main(args=argv, prog_name="heygem-launch", standalone_mode=False)
+    except click.UsageError as exc:
+        if exc.ctx is not None:
+            click.echo(exc.ctx.get_usage(), err=True)
+        click.echo(f"heygem-launch: error: {exc.format_message()}", err=True)
+        sys.exit(exitcodes.USAGE)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as exc:
+        click.echo(f"heygem-launch: error: {exc.format_message()}", err=True)
+        sys.exit(exitcodes.USAGE)
+    except LaunchError as exc:
+        click.echo(f"heygem-launch: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(exitcodes.OK)

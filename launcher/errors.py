@@ -1,0 +1,22 @@
+"""The one error type the CLI turns into a one-line message and an exit code."""
+
+from __future__ import annotations
+
+from launcher import exitcodes
+
+
+class LaunchError(Exception):
+    """A failure the user can fix; `str()` is the one line shown to them."""
+
+    exit_code = exitcodes.SOFTWARE
+
+    def __init__(self, message: str, *, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class ConfigError(LaunchError):
+    """A bad setting, `.env` file or conda env: exit 78."""
+
+    exit_code = exitcodes.CONFIG

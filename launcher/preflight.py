@@ -1,0 +1,106 @@
+"""The preflight: the app's environment, the library table, the GPU inventory, the probe, the verdict.
+
+One `CheckResult` holds all of it; the people's report and `--json` are both rendered from it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from launcher import gpu
+from launcher.appenv import AppEnvironment, prepare_environment
+from launcher.libresolve import resolve
+from launcher.masking import mask_env
+from launcher.ortbuild import OrtBuild, elf_needed, find_build, required_libraries
+from launcher.probe import ProbeResult, run_probe
+from launcher.settings import Settings
+from launcher.verdict import LibraryRow, Verdict, decide
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    verdict: Verdict
+    settings: Settings
+    app: AppEnvironment
+    build: OrtBuild | None
+    libraries: tuple[LibraryRow, ...]
+    gpus: gpu.Inventory
+    probe: ProbeResult
+    checked_at: float = field(default_factory=time.time)
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict.ok
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return self.settings.warnings + self.app.warnings
+
+    def as_dict(self) -> dict[str, Any]:
+        """The `--json` document; secrets masked, like every other output."""
+        build = self.build
+        return {
+            "ok": self.ok,
+            "cause": self.verdict.cause,
+            "message": self.verdict.message,
+            "fix": self.verdict.fix or None,
+            "required_provider": self.settings.require_provider,
+            "checked_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.checked_at)),
+            "settings": self.settings.as_dict(),
+            "conda_env": {
+                "prefix": str(self.app.conda.prefix),
+                "name": self.app.conda.name,
+                "python": str(self.app.conda.python),
+                "is_conda": self.app.conda.is_conda,
+            },
+            "onnxruntime": None
+            if build is None
+            else {
+                "version": build.version,
+                "package": build.package_name,
+                "cuda_version": build.cuda_version,
+                "path": str(build.package_dir),
+                "distributions": list(build.distributions),
+            },
+            "library_path": list(self.app.library_path.entries),
+            "libraries": [asdict(row) for row in self.libraries],
+            "gpus": self.gpus.as_dict(),
+            "probe": {
+                "returncode": self.probe.returncode,
+                "timed_out": self.probe.timed_out,
+                "elapsed_s": self.probe.elapsed_s,
+                "report": _masked_report(self.probe.report),
+                "ort_messages": list(self.probe.ort_messages),
+            },
+            "environment": mask_env(self.app.env),
+            "warnings": list(self.warnings),
+        }
+
+
+def _masked_report(report: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in report.items() if k != "traceback"}
+
+
+def library_table(build: OrtBuild | None, entries: tuple[str, ...]) -> tuple[LibraryRow, ...]:
+    if build is None or build.provider_lib is None:
+        return ()
+    _needed, machine = elf_needed(build.provider_lib)
+    return tuple(
+        LibraryRow(lib.name, resolve(lib.name, entries, machine), lib.kind, lib.how, lib.optional)
+        for lib in required_libraries(build)
+    )
+
+
+def run_preflight(settings: Settings, environ: Mapping[str, str]) -> CheckResult:
+    app = prepare_environment(settings, environ)
+    build = find_build(app.conda.prefix)
+    libraries = library_table(build, app.library_path.entries)
+    inventory = gpu.inventory()
+    probe = run_probe(
+        app.conda.python, app.env, settings.app_dir, settings.require_provider, settings.preflight_timeout
+    )
+    verdict = decide(settings.require_provider, build, libraries, inventory, app.env, probe, str(app.conda.python))
+    return CheckResult(verdict, settings, app, build, libraries, inventory, probe)

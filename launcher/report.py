@@ -1,0 +1,103 @@
+"""Output for people; `--json` renders the same result object's `as_dict()`."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from launcher.preflight import CheckResult
+
+# Variables a person needs to see to understand the app's environment; the rest is in --json.
+_SHOWN_ENV = (
+    "PATH",
+    "LD_LIBRARY_PATH",
+    "CONDA_PREFIX",
+    "CONDA_DEFAULT_ENV",
+    "CONDA_SHLVL",
+    "VIRTUAL_ENV",
+    "CUDA_VISIBLE_DEVICES",
+    "NVIDIA_VISIBLE_DEVICES",
+)
+
+
+def to_json(data: dict[str, Any]) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False)
+
+
+def render_check(result: CheckResult) -> str:
+    data = result.as_dict()
+    lines: list[str] = []
+    add = lines.append
+
+    add("Settings")
+    for key, value in data["settings"].items():
+        source = result.settings.sources.get(key, "")
+        add(f"  {key:<27} {value or '(empty)'}" + (f"   [{source}]" if source and source != "default" else ""))
+
+    conda = data["conda_env"]
+    add("")
+    add(f"App environment ({'conda env' if conda['is_conda'] else 'python prefix'} {conda['name']}: {conda['prefix']})")
+    env = data["environment"]
+    for key in _SHOWN_ENV:
+        if key in env:
+            add(f"  {key}={env[key]}")
+    app_keys = [k for k in result.settings.app_env if k in env]
+    if app_keys:
+        add(f"  from {result.settings.env_file}: " + ", ".join(f"{k}={env[k]}" for k in app_keys))
+
+    ort = data["onnxruntime"]
+    add("")
+    if ort is None:
+        add(f"ONNX Runtime: not found in {conda['prefix']}")
+    else:
+        cuda = f"CUDA {ort['cuda_version']}" if ort["cuda_version"] else "no CUDA"
+        add(f"ONNX Runtime: {ort['package']} {ort['version']} ({cuda}) at {ort['path']}")
+    if data["libraries"]:
+        add("  library                    needed    resolves to")
+        for row in data["libraries"]:
+            path = row["path"] or ("MISSING (optional: FFT ops only)" if row["optional"] else "MISSING")
+            add(f"  {row['name']:<26} {row['how']:<9} {path}")
+
+    gpus = data["gpus"]
+    add("")
+    if gpus["available"]:
+        add(f"GPUs: driver {gpus['driver_version']}, supports CUDA {gpus['cuda_driver_version']}")
+        for g in gpus["gpus"]:
+            add(
+                f"  [{g['index']}] {g['name']}  {g['memory_used_mib']}/{g['memory_total_mib']} MiB  "
+                f"util {g['utilization_percent']}%"
+            )
+        if not gpus["gpus"]:
+            add("  none visible")
+    else:
+        add(f"GPUs: none ({gpus['reason']})")
+
+    probe = data["probe"]
+    report = probe["report"]
+    add("")
+    state = "timed out" if probe["timed_out"] else f"exit {probe['returncode']}"
+    add(
+        f"Probe ({result.settings.require_provider}, {report.get('python', '?')} at "
+        f"{report.get('executable', conda['python'])}): {state} after {probe['elapsed_s']:.2f} s, "
+        f"reached stage {report.get('stage', 'none')}"
+    )
+    if report.get("session_providers"):
+        add(f"  session providers: {report['session_providers']}")
+    if report.get("node_providers"):
+        add("  nodes ran on: " + ", ".join(f"{k}={v}" for k, v in report["node_providers"].items()))
+    for message in probe["ort_messages"][:6]:
+        add(f"  | {message[:240]}")
+
+    if data["warnings"]:
+        add("")
+        add("Warnings")
+        for warning in data["warnings"]:
+            add(f"  ! {warning}")
+
+    add("")
+    if result.ok:
+        add(f"OK: {data['message']}")
+    else:
+        add(f"REFUSED [{data['cause']}]: {data['message']}")
+        add(f"  fix: {data['fix']}")
+    return "\n".join(lines)

@@ -1,0 +1,246 @@
+"""Settings: one typed object from four layers, lowest first:
+built-in defaults < the `.env` file < the process environment < command-line flags.
+
+`.env` keys that are not `HEYGEM_*` settings are the app's own configuration and go into its
+environment, as Docker's `env_file` does.
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+import os
+import re
+import shlex
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dotenv import dotenv_values
+from dotenv.parser import parse_stream
+
+from launcher.errors import ConfigError
+from launcher.masking import mask_value
+
+PREFIX = "HEYGEM_"
+ENV_FILE_KEY = "HEYGEM_ENV_FILE"
+
+
+def _default_run_dir() -> str:
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    return f"{runtime}/heygem" if runtime else f"/tmp/heygem-{os.getuid()}"
+
+
+def _path(raw: str) -> Path:
+    if not raw:
+        raise ValueError("must not be empty")
+    return Path(raw).expanduser()
+
+
+def _abs_path(raw: str) -> Path:
+    path = _path(raw)
+    if not path.is_absolute():
+        raise ValueError("must be an absolute path")
+    return path
+
+
+def _command(raw: str) -> tuple[str, ...]:
+    argv = tuple(shlex.split(raw))
+    if not argv:
+        raise ValueError("must not be empty")
+    return argv
+
+
+def _provider(raw: str) -> str:
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*ExecutionProvider", raw):
+        raise ValueError("must be an ONNX Runtime provider name such as CUDAExecutionProvider")
+    return raw
+
+
+def _path_list(raw: str) -> tuple[str, ...]:
+    # Empty pieces are dropped later by the library-path builder, with the rest of its rules.
+    return tuple(raw.split(":")) if raw else ()
+
+
+def _positive_seconds(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):  # also refuses NaN
+        raise ValueError("must be a positive number of seconds")
+    return value
+
+
+@dataclass(frozen=True)
+class Spec:
+    key: str
+    attr: str
+    parse: Callable[[str], object]
+    default: Callable[[], str]
+    help: str
+
+
+SPECS: tuple[Spec, ...] = (
+    Spec("HEYGEM_CONDA_ROOT", "conda_root", _abs_path, lambda: "/opt/conda", "conda installation root"),
+    Spec(
+        "HEYGEM_CONDA_ENV",
+        "conda_env",
+        str,
+        lambda: "",
+        "env name under CONDA_ROOT/envs, a prefix path, or empty for the launcher's own interpreter",
+    ),
+    Spec("HEYGEM_APP_DIR", "app_dir", _path, lambda: ".", "the app's working directory"),
+    Spec("HEYGEM_APP_COMMAND", "app_command", _command, lambda: "python app.py", "the app's command line"),
+    Spec(
+        "HEYGEM_REQUIRE_PROVIDER",
+        "require_provider",
+        _provider,
+        lambda: "CUDAExecutionProvider",
+        "the ONNX Runtime provider the probe must run on",
+    ),
+    Spec(
+        "HEYGEM_EXTRA_LIBRARY_PATH",
+        "extra_library_path",
+        _path_list,
+        lambda: "",
+        "extra library folders, colon-separated, before the inherited LD_LIBRARY_PATH",
+    ),
+    Spec(
+        "HEYGEM_PREFLIGHT_TIMEOUT",
+        "preflight_timeout",
+        _positive_seconds,
+        lambda: "90",
+        "seconds before a hung probe is killed",
+    ),
+    Spec("HEYGEM_RUN_DIR", "run_dir", _abs_path, _default_run_dir, "private folder for sockets and logs"),
+)
+KNOWN_KEYS = frozenset({s.key for s in SPECS} | {ENV_FILE_KEY})
+
+
+@dataclass(frozen=True)
+class Settings:
+    conda_root: Path
+    conda_env: str
+    app_dir: Path
+    app_command: tuple[str, ...]
+    require_provider: str
+    extra_library_path: tuple[str, ...]
+    preflight_timeout: float
+    run_dir: Path
+    env_file: Path | None = None
+    # The app's own keys from `.env` (not HEYGEM_*), in file order.
+    app_env: Mapping[str, str] = field(default_factory=dict)
+    # Where each setting's value came from: default, .env, environment or flag.
+    sources: Mapping[str, str] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, str]:
+        """The settings as `HEYGEM_*` keys with printable values."""
+        out: dict[str, str] = {}
+        for spec in SPECS:
+            value = getattr(self, spec.attr)
+            if isinstance(value, tuple):
+                value = (" " if spec.attr == "app_command" else ":").join(value)
+            out[spec.key] = mask_value(spec.key, str(value))
+        out[ENV_FILE_KEY] = str(self.env_file) if self.env_file else ""
+        return out
+
+
+def read_env_file(path: Path) -> dict[str, str | None]:
+    """The file's bindings, without touching os.environ; a line that does not parse is a config error."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: env file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read env file: {exc}") from None
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:
+            raise ConfigError(
+                f"{path}:{binding.original.line}: cannot parse line {binding.original.string.strip()[:40]!r}"
+            )
+    # interpolate=False: values are literal, as with `docker run --env-file`; a secret may hold a `$`.
+    return dict(dotenv_values(stream=io.StringIO(text), interpolate=False))
+
+
+def find_env_file(flag: str | None, environ: Mapping[str, str], cwd: Path) -> Path | None:
+    if flag:
+        return Path(flag)
+    if environ.get(ENV_FILE_KEY):
+        return Path(environ[ENV_FILE_KEY])
+    default = cwd / ".env"
+    return default if default.is_file() else None
+
+
+def closest_key(key: str) -> str | None:
+    matches = difflib.get_close_matches(key, sorted(KNOWN_KEYS), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def build_settings(
+    dotenv: Mapping[str, str | None],
+    environ: Mapping[str, str],
+    flags: Mapping[str, str | None],
+    *,
+    env_file: Path | None = None,
+    cwd: Path,
+) -> Settings:
+    """Pure: merge the layers, parse each value, and split off the app's own `.env` keys."""
+    warnings: list[str] = []
+    for origin, layer in (("the .env file", dotenv), ("the environment", environ)):
+        for key in layer:
+            if key.startswith(PREFIX) and key not in KNOWN_KEYS:
+                hint = closest_key(key)
+                warnings.append(f"unknown setting {key} in {origin}" + (f"; did you mean {hint}?" if hint else ""))
+
+    values: dict[str, object] = {}
+    sources: dict[str, str] = {}
+    for spec in SPECS:
+        raw, source = spec.default(), "default"
+        for name, layer in ((".env", dotenv), ("environment", environ), ("flag", flags)):
+            candidate = layer.get(spec.key)
+            if candidate is not None:
+                raw, source = candidate, name
+        try:
+            values[spec.attr] = spec.parse(raw.strip())
+        except ValueError as exc:
+            where = "" if source in ("default", "flag") else f" (from {source})"
+            raise ConfigError(f"{spec.key}={mask_value(spec.key, raw)!r}{where}: {exc}") from None
+        sources[spec.key] = source
+
+    app_dir = values["app_dir"]
+    assert isinstance(app_dir, Path)
+    values["app_dir"] = app_dir if app_dir.is_absolute() else cwd / app_dir
+
+    app_env: dict[str, str] = {}
+    for key, value in dotenv.items():
+        if key.startswith(PREFIX):
+            continue
+        if value is None:  # a bare `KEY` line passes the launcher's own value through, as Docker does
+            if key in environ:
+                app_env[key] = environ[key]
+            continue
+        app_env[key] = value
+
+    return Settings(
+        **values,
+        env_file=env_file,
+        app_env=app_env,
+        sources=sources,  # type: ignore[arg-type]
+        warnings=tuple(warnings),
+    )
+
+
+def load_settings(
+    flags: Mapping[str, str | None], environ: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> Settings:
+    """Read the `.env` file the layers point at, then build and check the settings."""
+    environ = os.environ if environ is None else environ
+    cwd = Path.cwd() if cwd is None else cwd
+    env_file = find_env_file(flags.get(ENV_FILE_KEY), environ, cwd)
+    dotenv = read_env_file(env_file) if env_file else {}
+    settings = build_settings(dotenv, environ, flags, env_file=env_file, cwd=cwd)
+    if not settings.app_dir.is_dir():
+        raise ConfigError(f"HEYGEM_APP_DIR={str(settings.app_dir)!r}: not a directory")
+    return settings
