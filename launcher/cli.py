@@ -124,4 +124,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:  # a bug of ours: one line, not a traceback, unless asked for
+        if os.environ.get("HEYGEM_DEBUG"):
+            raise
+        click.echo(f"heygem-launch: internal error: {type(exc).__name__}: {exc} (HEYGEM_DEBUG=1 shows more)", err=True)
+        sys.exit(exitcodes.SOFTWARE)
     sys.exit(exitcodes.OK)

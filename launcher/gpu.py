@@ -38,7 +38,10 @@ def _text(value: object) -> str:
 
 
 def inventory() -> Inventory:
-    import pynvml  # ctypes over libnvidia-ml.so.1; cheap, and only needed here
+    try:
+        import pynvml  # ctypes over libnvidia-ml.so.1; cheap, and only needed here
+    except ImportError:
+        return Inventory(False, "nvidia-ml-py is not installed: no NVML inventory")
 
     try:
         pynvml.nvmlInit()

@@ -12,10 +12,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.dynamic import DynamicSection
-from elftools.elf.elffile import ELFFile
-
 from launcher.libpath import site_packages
 
 PROVIDER_LIB = "libonnxruntime_providers_cuda.so"
@@ -105,6 +101,10 @@ def find_build(prefix: Path) -> OrtBuild | None:
 
 def elf_needed(path: Path) -> tuple[list[str], int | None]:
     """The NEEDED sonames of an ELF file and its machine (e_machine), via pyelftools."""
+    # Imported here, not at the top: the preflight reads ELF files while the probe child starts up.
+    from elftools.elf.dynamic import DynamicSection
+    from elftools.elf.elffile import ELFFile
+
     with path.open("rb") as handle:
         elf = ELFFile(handle)
         needed: list[str] = []
@@ -115,6 +115,9 @@ def elf_needed(path: Path) -> tuple[list[str], int | None]:
 
 
 def elf_machine(path: Path) -> str | None:
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
     try:
         with path.open("rb") as handle:
             return ELFFile(handle).header.e_machine

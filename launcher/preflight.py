@@ -15,7 +15,7 @@ from launcher.appenv import AppEnvironment, prepare_environment
 from launcher.libresolve import resolve
 from launcher.masking import mask_env
 from launcher.ortbuild import OrtBuild, elf_needed, find_build, required_libraries
-from launcher.probe import ProbeResult, run_probe
+from launcher.probe import ProbeResult, ProbeRun
 from launcher.settings import Settings
 from launcher.verdict import LibraryRow, Verdict, decide
 
@@ -96,11 +96,13 @@ def library_table(build: OrtBuild | None, entries: tuple[str, ...]) -> tuple[Lib
 
 def run_preflight(settings: Settings, environ: Mapping[str, str]) -> CheckResult:
     app = prepare_environment(settings, environ)
+    # The probe first: the library table and NVML run while its python starts.
+    probe_run = ProbeRun(
+        app.conda.python, app.env, settings.app_dir, settings.require_provider, settings.preflight_timeout
+    )
     build = find_build(app.conda.prefix)
     libraries = library_table(build, app.library_path.entries)
     inventory = gpu.inventory()
-    probe = run_probe(
-        app.conda.python, app.env, settings.app_dir, settings.require_provider, settings.preflight_timeout
-    )
+    probe = probe_run.wait()
     verdict = decide(settings.require_provider, build, libraries, inventory, app.env, probe, str(app.conda.python))
     return CheckResult(verdict, settings, app, build, libraries, inventory, probe)

@@ -11,7 +11,6 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +41,13 @@ class ProbeResult:
         return self.returncode == 0 and bool(self.report.get("ok"))
 
 
+# Plain files next to this module: the package is always installed unzipped (pip, setuptools).
+CHILD = Path(__file__).with_name("probe_child.py")
+MODEL = Path(__file__).with_name("data") / "probe.onnx"
+
+
 def child_source() -> str:
-    return resources.files("launcher").joinpath("probe_child.py").read_text(encoding="utf-8")
+    return CHILD.read_text(encoding="utf-8")
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -51,17 +55,18 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def run_probe(python: Path, env: dict[str, str], cwd: Path, provider: str, timeout: float) -> ProbeResult:
-    """Run probe_child.py as `python -` in the app dir, so sys.path[0] is the app dir, as for `python app.py`."""
-    started = time.monotonic()
-    with (
-        tempfile.TemporaryDirectory(prefix="heygem-probe-") as tmp,
-        resources.as_file(resources.files("launcher").joinpath("data/probe.onnx")) as model,
-    ):
-        report_path = os.path.join(tmp, "report.json")
-        # Its own session: a hung probe is killed with anything it started.
-        proc = subprocess.Popen(
-            [str(python), "-", report_path, str(model), provider, tmp],
+class ProbeRun:
+    """A started probe; `wait()` collects it. Started first, so the parent's own checks overlap its start-up."""
+
+    def __init__(self, python: Path, env: dict[str, str], cwd: Path, provider: str, timeout: float) -> None:
+        self._started = time.monotonic()
+        self._deadline = self._started + timeout
+        self._tmp = tempfile.TemporaryDirectory(prefix="heygem-probe-")
+        self._report_path = os.path.join(self._tmp.name, "report.json")
+        # `python -` in the app dir: sys.path[0] is the app dir, as for `python app.py`. Its own session:
+        # a hung probe is killed with anything it started.
+        self._proc = subprocess.Popen(
+            [str(python), "-", self._report_path, str(MODEL), provider, self._tmp.name],
             cwd=cwd,
             env=env,
             stdin=subprocess.PIPE,
@@ -69,9 +74,17 @@ def run_probe(python: Path, env: dict[str, str], cwd: Path, provider: str, timeo
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        # The script fits in the pipe's buffer: hand it over now, so the child runs while we do our checks.
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(child_source().encode())
+        self._proc.stdin.close()
+        self._proc.stdin = None
+
+    def wait(self) -> ProbeResult:
+        proc = self._proc
         timed_out = False
         try:
-            out, _ = proc.communicate(child_source().encode(), timeout=timeout)
+            out, _ = proc.communicate(timeout=max(0.0, self._deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             timed_out = True
             _kill_group(proc)
@@ -79,17 +92,23 @@ def run_probe(python: Path, env: dict[str, str], cwd: Path, provider: str, timeo
         else:
             _kill_group(proc)  # nothing the probe started may outlive it
         try:
-            with open(report_path) as handle:
+            with open(self._report_path) as handle:
                 report = json.load(handle)
         except (OSError, ValueError):
             report = {}
-    output = _ANSI.sub("", out.decode(errors="replace"))
-    messages = tuple(tidy(line) for line in output.splitlines() if _ORT_LINE.search(line))
-    return ProbeResult(
-        None if timed_out else proc.returncode,
-        timed_out,
-        report,
-        output,
-        round(time.monotonic() - started, 3),
-        messages,
-    )
+        finally:
+            self._tmp.cleanup()
+        output = _ANSI.sub("", out.decode(errors="replace"))
+        messages = tuple(tidy(line) for line in output.splitlines() if _ORT_LINE.search(line))
+        return ProbeResult(
+            None if timed_out else proc.returncode,
+            timed_out,
+            report,
+            output,
+            round(time.monotonic() - self._started, 3),
+            messages,
+        )
+
+
+def run_probe(python: Path, env: dict[str, str], cwd: Path, provider: str, timeout: float) -> ProbeResult:
+    return ProbeRun(python, env, cwd, provider, timeout).wait()

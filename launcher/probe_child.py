@@ -59,16 +59,17 @@ def reference(x, w, m):
 
 def main():
     model, required, profile_dir = sys.argv[2], sys.argv[3], sys.argv[4]
-    save("import_numpy")
-    try:
-        import numpy as np
-    except Exception as exc:
-        fail("import_numpy", exc)
+    # onnxruntime first: without it nothing else matters, and it imports numpy itself.
     save("import_onnxruntime")
     try:
         import onnxruntime as ort
     except Exception as exc:
         fail("import_onnxruntime", exc)
+    save("import_numpy")
+    try:
+        import numpy as np
+    except Exception as exc:
+        fail("import_numpy", exc)
     info = {"ort_version": getattr(ort, "__version__", "unknown"), "ort_file": getattr(ort, "__file__", None)}
     try:
         from onnxruntime.capi import build_and_package_info as build

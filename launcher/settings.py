@@ -7,7 +7,6 @@ environment, as Docker's `env_file` does.
 
 from __future__ import annotations
 
-import difflib
 import io
 import os
 import re
@@ -15,9 +14,6 @@ import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from dotenv import dotenv_values
-from dotenv.parser import parse_stream
 
 from launcher.errors import ConfigError
 from launcher.masking import mask_value
@@ -149,6 +145,10 @@ class Settings:
 
 def read_env_file(path: Path) -> dict[str, str | None]:
     """The file's bindings, without touching os.environ; a line that does not parse is a config error."""
+    # Imported only when there is a file to read: start-up time is on the preflight's critical path.
+    from dotenv import dotenv_values
+    from dotenv.parser import parse_stream
+
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -174,6 +174,8 @@ def find_env_file(flag: str | None, environ: Mapping[str, str], cwd: Path) -> Pa
 
 
 def closest_key(key: str) -> str | None:
+    import difflib  # only on the rare unknown key
+
     matches = difflib.get_close_matches(key, sorted(KNOWN_KEYS), n=1, cutoff=0.6)
     return matches[0] if matches else None
 

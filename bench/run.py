@@ -1,0 +1,92 @@
+"""Benchmarks, measured side by side in one run. Usage: python bench/run.py [--rounds N] [--only NAME ...]
+
+preflight: `heygem-launch --check-only` against the naive check
+           `python -c "import onnxruntime; print(onnxruntime.get_available_providers())"`, interleaved,
+           medians; target ratio <= 2.0. Also the launcher's own peak RSS (VmHWM of its process, the probe
+           child excluded): target <= 40 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+
+PY = sys.executable
+NAIVE = [PY, "-c", "import onnxruntime; print(onnxruntime.get_available_providers())"]
+LAUNCH = [PY, "-m", "launcher", "--check-only"]
+# Runs the launcher in this process and reports its own peak RSS; children have their own accounting.
+LAUNCH_RSS = [
+    PY,
+    "-c",
+    (
+        "import atexit, runpy, sys\n"
+        "def hwm():\n"
+        "    for line in open('/proc/self/status'):\n"
+        "        if line.startswith('VmHWM'): sys.stderr.write('HWM_KB ' + line.split()[1] + '\\n')\n"
+        "atexit.register(hwm)\n"
+        "sys.argv = ['heygem-launch', '--check-only']\n"
+        "runpy.run_module('launcher', run_name='__main__')\n"
+    ),
+]
+
+
+def timed(cmd: list[str], cwd: str, expect: tuple[int, ...] = (0,)) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+    elapsed = time.perf_counter() - start
+    if proc.returncode not in expect:  # a fast crash is no result
+        raise SystemExit(f"{cmd[:3]} exited {proc.returncode}: {proc.stderr.decode()[-500:]}")
+    return elapsed
+
+
+def bench_preflight(rounds: int) -> dict[str, object]:
+    with tempfile.TemporaryDirectory() as app:
+        verdicts = (0, 69)  # passed or refused: both are answers; anything else is a failure
+        timed(NAIVE, app), timed(LAUNCH, app, verdicts)  # warm the page cache for both
+        naive, launch = [], []
+        for _ in range(rounds):  # interleaved, so drift hits both alike
+            naive.append(timed(NAIVE, app))
+            launch.append(timed(LAUNCH, app, verdicts))
+        hwm = []
+        for _ in range(3):
+            err = subprocess.run(LAUNCH_RSS, cwd=app, capture_output=True, text=True, check=False).stderr
+            hwm += [int(line.split()[1]) for line in err.splitlines() if line.startswith("HWM_KB")]
+    ratio = statistics.median(launch) / statistics.median(naive)
+    rss_mb = max(hwm) / 1024
+    return {
+        "naive_median_s": round(statistics.median(naive), 3),
+        "check_only_median_s": round(statistics.median(launch), 3),
+        "ratio": round(ratio, 2),
+        "ratio_target": 2.0,
+        "launcher_peak_rss_mb": round(rss_mb, 1),
+        "rss_target_mb": 40,
+        "pass": ratio <= 2.0 and rss_mb <= 40,
+    }
+
+
+BENCHES: dict[str, Callable[[int], dict[str, object]]] = {"preflight": bench_preflight}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--only", nargs="*", choices=sorted(BENCHES))
+    args = parser.parse_args()
+    os.environ.pop("LD_LIBRARY_PATH", None)
+    results = {}
+    for name in args.only or BENCHES:
+        results[name] = BENCHES[name](args.rounds)
+        print(f"{name}: {json.dumps(results[name])}", flush=True)
+    print(json.dumps({"python": sys.version.split()[0], "cpus": os.cpu_count(), "results": results}, indent=2))
+    return 0 if all(r.get("pass") for r in results.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The project's test command (the README's, and what .ci/run runs): system tools, the venv, lint, pytest.
+# Extra arguments go to pytest, e.g. `scripts/test.sh -k conda -x`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=""
+command -v tini >/dev/null || need="$need tini"
+command -v shellcheck >/dev/null || need="$need shellcheck"
+command -v unshare >/dev/null || need="$need util-linux"
+if [ -n "$need" ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "scripts/test.sh: missing:$need (install them with apt-get, or run as root)" >&2
+        exit 1
+    fi
+    apt-get update -qq
+    # shellcheck disable=SC2086  # word splitting of the package list is intended
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need >/dev/null
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[gpu,test]'
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+shellcheck entrypoint.sh scripts/*.sh
+exec .venv/bin/python -m pytest "$@"

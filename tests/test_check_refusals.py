@@ -1,0 +1,121 @@
+"""`heygem-launch --check-only` on this machine (onnxruntime-gpu, no GPU): real refusals, real probe."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from launcher import causes
+from tests import envs
+from tests.conftest import assert_no_traceback
+
+
+def test_this_machine_refuses_naming_the_missing_cuda_libraries(launch, ort_env: Path) -> None:
+    run = launch("--check-only", "--conda-env", str(ort_env))
+    assert run.returncode == 69, run.stdout + run.stderr
+    assert f"REFUSED [{causes.CUDA_LIBRARIES_MISSING}]" in run.stdout
+    # The names come from the installed build's NEEDED entries (1.31: CUDA 13), not from a list of ours.
+    for soname in ("libcublasLt.so.13", "libcublas.so.13", "libcurand.so.10"):
+        assert soname in run.stdout.splitlines()[-2]
+    # ORT's own message is shown too: it confirms the table.
+    assert "Failed to load library" in run.stdout
+    assert_no_traceback(run)
+
+
+def test_json_document_has_the_contract_keys(launch, ort_env: Path) -> None:
+    run = launch("--check-only", "--json", "--conda-env", str(ort_env))
+    assert run.returncode == 69
+    doc = run.json
+    assert doc["ok"] is False
+    assert doc["cause"] == causes.CUDA_LIBRARIES_MISSING
+    assert doc["message"] and doc["fix"]
+    libraries = {row["name"]: row["path"] for row in doc["libraries"]}
+    assert libraries["libcublasLt.so.13"] is None
+    assert libraries["libcuda.so.1"] is None
+    assert "libcudnn.so.9" in libraries  # opened at run time, so not a NEEDED entry, still checked
+    assert doc["environment"]["PATH"].startswith(f"{ort_env}/bin:")
+    assert doc["probe"]["report"]["stage"] == "create_session"
+    assert doc["probe"]["report"]["executable"].startswith(str(ort_env))
+
+
+def test_check_subcommand_is_the_same_as_check_only(launch, ort_env: Path) -> None:
+    run = launch("check", "--json", "--conda-env", str(ort_env))
+    assert run.returncode == 69
+    assert run.json["cause"] == causes.CUDA_LIBRARIES_MISSING
+
+
+def test_cpu_provider_passes_because_the_probe_really_ran(launch, ort_env: Path) -> None:
+    run = launch("--check-only", "--json", "--conda-env", str(ort_env), "--require-provider", "CPUExecutionProvider")
+    assert run.returncode == 0, run.stdout
+    doc = run.json
+    assert doc["ok"] is True and doc["cause"] is None
+    report = doc["probe"]["report"]
+    assert report["node_providers"] == {"Conv": "CPUExecutionProvider", "MatMul": "CPUExecutionProvider"}
+    assert report["max_error"] < 1e-3
+
+
+def test_onnxruntime_missing(launch, tmp_path: Path) -> None:
+    bare = envs.make_venv(tmp_path / "bare")
+    run = launch("--check-only", "--json", "--conda-env", str(bare))
+    assert run.returncode == 69
+    assert run.json["cause"] == causes.ONNXRUNTIME_MISSING
+    assert str(bare) in run.json["fix"]
+
+
+def test_cpu_onnxruntime_alone(launch, cpu_ort_env: Path) -> None:
+    run = launch("--check-only", "--json", "--conda-env", str(cpu_ort_env))
+    assert run.returncode == 69
+    assert run.json["cause"] == causes.ONNXRUNTIME_CPU_ONLY
+
+
+def test_cpu_onnxruntime_shadowing_the_gpu_build(launch, shadowed_env: Path) -> None:
+    run = launch("--check-only", "--json", "--conda-env", str(shadowed_env))
+    assert run.returncode == 69
+    assert run.json["cause"] == causes.ONNXRUNTIME_CPU_ONLY
+    assert "installed over onnxruntime-gpu" in run.json["message"]
+
+
+def test_ort_cuda_unavailable_is_removed_with_a_warning(launch, ort_env: Path) -> None:
+    run = launch("--check-only", "--json", "--conda-env", str(ort_env), env={"ORT_CUDA_UNAVAILABLE": "1"})
+    doc = run.json
+    assert "ORT_CUDA_UNAVAILABLE" not in doc["environment"]
+    assert any("ORT_CUDA_UNAVAILABLE" in w for w in doc["warnings"])
+
+
+def test_hung_probe_is_killed_at_the_timeout(launch, tmp_path: Path) -> None:
+    # A real hang in the app's env: its sitecustomize blocks at interpreter start, as a stuck driver would.
+    hung = envs.make_venv(tmp_path / "hung")
+    marker = tmp_path / "hung.pid"
+    (envs.site_of(hung) / "sitecustomize.py").write_text(
+        f"import os, time\nopen({str(marker)!r}, 'w').write(str(os.getpid()))\ntime.sleep(600)\n"
+    )
+    run = launch("--check-only", "--json", "--conda-env", str(hung), "--preflight-timeout", "2", timeout=30)
+    assert run.returncode == 69
+    assert run.json["cause"] == causes.PROBE_TIMEOUT
+    pid = int(marker.read_text())
+    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+
+
+def test_probe_runs_in_the_app_dir_with_the_app_environment(launch, ort_env: Path, app_dir: Path) -> None:
+    (app_dir / ".env").write_text("HEYGEM_REQUIRE_PROVIDER=CPUExecutionProvider\nAPP_MODE=production\n")
+    # A module in the app dir shadows a real one for the app; the probe sees the same sys.path[0].
+    (app_dir / "sitecheck.py").write_text("")
+    run = launch("--check-only", "--json", "--conda-env", str(ort_env))
+    assert run.returncode == 0, run.stdout
+    doc = run.json
+    assert doc["environment"]["APP_MODE"] == "production"
+    assert doc["settings"]["HEYGEM_ENV_FILE"] == str(app_dir / ".env")
+
+
+def test_usage_error_exits_64(launch) -> None:
+    run = launch("--no-such-flag")
+    assert run.returncode == 64
+    assert "no such option" in run.stderr.lower()
+    assert_no_traceback(run)
+
+
+def test_version_and_help_exit_0() -> None:
+    from tests.conftest import LAUNCH
+
+    assert subprocess.run([*LAUNCH, "--help"], capture_output=True, check=False).returncode == 0
+    assert subprocess.run([*LAUNCH, "--version"], capture_output=True, check=False).returncode == 0

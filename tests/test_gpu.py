@@ -1,0 +1,72 @@
+"""What only a machine with an NVIDIA GPU and driver can show. Skipped cleanly elsewhere.
+
+Run on a GPU machine with scripts/gpu-check.sh.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from launcher import causes, gpu
+from launcher.libpath import build_library_path
+from launcher.ortbuild import elf_needed, find_build
+from launcher.preflight import library_table
+from tests.stubelf import NEEDED_1_31, make_stub
+
+INVENTORY = gpu.inventory()
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not INVENTORY.gpus, reason=f"no GPU: {INVENTORY.reason or 'NVML lists none'}"),
+]
+
+
+def test_nvml_inventory() -> None:
+    assert INVENTORY.available and INVENTORY.driver_version
+    assert INVENTORY.cuda_driver_major and INVENTORY.cuda_driver_major >= 11
+    assert all(g.memory_total_mib > 0 and g.name for g in INVENTORY.gpus)
+
+
+def test_library_table_resolves_the_real_driver(tmp_path: Path) -> None:
+    """A build layout with a stand-in provider library (real ELF, the 1.31 NEEDED entries); the driver's
+    libcuda.so.1 and this interpreter's NVIDIA wheels are real."""
+    capi = tmp_path / "env" / "lib" / "python3.8" / "site-packages" / "onnxruntime" / "capi"
+    capi.mkdir(parents=True)
+    (capi.parent / "__init__.py").write_text("")
+    (capi / "build_and_package_info.py").write_text(
+        "package_name = 'onnxruntime-gpu'\n__version__ = '1.31.1'\ncuda_version = '13.0'\n"
+    )
+    stub = os.environ.get("HEYGEM_TEST_PROVIDER_STUB")
+    provider = capi / "libonnxruntime_providers_cuda.so"
+    if stub:
+        provider.write_bytes(Path(stub).read_bytes())
+    elif make_stub(provider, NEEDED_1_31) is None:
+        pytest.skip("no C compiler to build the stand-in provider library")
+    assert elf_needed(provider)[0][:5] == NEEDED_1_31[:5]
+    build = find_build(tmp_path / "env")
+    assert build is not None and build.cuda_major == 13
+    path = build_library_path(Path(sys.prefix), [], os.environ.get("LD_LIBRARY_PATH", ""))
+    rows = {row.name: row.path for row in library_table(build, path.entries)}
+    print("library table:", rows)
+    assert rows["libcuda.so.1"] is not None
+
+
+def test_check_only_on_a_gpu_machine(launch) -> None:
+    """With onnxruntime-gpu present this must pass; with the CPU package, refuse as onnxruntime_cpu_only."""
+    run = launch("--check-only", "--json", "--conda-env", "", env={"HEYGEM_CONDA_ENV": ""})
+    print(run.stdout[-4000:])
+    doc = run.json
+    assert doc["gpus"]["gpus"], "the report must carry the NVML inventory"
+    if (
+        doc["onnxruntime"]
+        and doc["onnxruntime"]["package"] == "onnxruntime-gpu"
+        and not doc["onnxruntime"]["distributions"].count("onnxruntime")
+    ):
+        assert run.returncode == 0, doc["message"]
+        assert set(doc["probe"]["report"]["node_providers"].values()) == {"CUDAExecutionProvider"}
+    else:
+        assert run.returncode == 69
+        assert doc["cause"] in (causes.ONNXRUNTIME_CPU_ONLY, causes.ONNXRUNTIME_MISSING)
