@@ -24,6 +24,7 @@ _SETTING_OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("--extra-library-path", "HEYGEM_EXTRA_LIBRARY_PATH", "extra library folders, colon-separated"),
     ("--preflight-timeout", "HEYGEM_PREFLIGHT_TIMEOUT", "seconds before a hung probe is killed"),
     ("--run-dir", "HEYGEM_RUN_DIR", "private folder for sockets and logs"),
+    ("--stop-grace", "HEYGEM_STOP_GRACE", "seconds between SIGTERM and SIGKILL on stop"),
 )
 
 
@@ -92,7 +93,26 @@ def cli(ctx: click.Context, check_only: bool, as_json: bool, **params: Any) -> N
         sys.exit(_check(flags, as_json))
     if as_json:
         raise click.UsageError("--json needs --check-only or a command")
-    raise LaunchError("running the service is not implemented yet; use --check-only", exit_code=exitcodes.USAGE)
+    sys.exit(_run(flags))
+
+
+def _run(flags: dict[str, str | None]) -> int:
+    """Preflight; on refusal exit 69 without starting anything; on pass run and supervise the app."""
+    from launcher.preflight import run_preflight
+    from launcher.report import render_check
+    from launcher.service import run_service
+    from launcher.settings import load_settings
+
+    settings = load_settings(flags)
+    for warning in settings.warnings:
+        click.echo(f"heygem-launch: warning: {warning}", err=True)
+    result = run_preflight(settings, os.environ)
+    # To stderr: stdout carries the app's own output.
+    click.echo(render_check(result), err=True)
+    if not result.ok:
+        click.echo("heygem-launch: refusing to start the app", err=True)
+        return exitcodes.UNAVAILABLE
+    return run_service(settings, flags, result)
 
 
 @cli.command()
@@ -103,6 +123,46 @@ def cli(ctx: click.Context, check_only: bool, as_json: bool, **params: Any) -> N
 def check(ctx: click.Context, as_json: bool, **params: Any) -> int:
     """Run the preflight and report; exit 0 only if the required provider ran the probe."""
     return _check(collect_flags(ctx, params), as_json)
+
+
+@cli.command()
+@setting_options
+@click.option("--json", "as_json", is_flag=True, help="one JSON document on stdout")
+@click.pass_context
+@_exits
+def status(ctx: click.Context, as_json: bool, **params: Any) -> int:
+    """Each program's state, pid, uptime and restarts, and the last preflight. Exit 0 if the app runs."""
+    from launcher.commands import render_status
+    from launcher.commands import status as get_status
+    from launcher.report import to_json
+    from launcher.settings import load_settings
+
+    result = get_status(load_settings(collect_flags(ctx, params)))
+    click.echo(to_json(result.as_dict()) if as_json else render_status(result))
+    return exitcodes.OK if result.ok else exitcodes.UNAVAILABLE
+
+
+@cli.command()
+@setting_options
+@click.option("--json", "as_json", is_flag=True, help="one JSON document on stdout")
+@click.pass_context
+@_exits
+def restart(ctx: click.Context, as_json: bool, **params: Any) -> int:
+    """Re-read the settings and .env, preflight them while the app keeps serving, and only on pass restart
+    the app with the new environment (the same as SIGHUP to heygem-launch). Exit 0 restarted, 69 refused
+    (the running app is untouched), 78 the new settings are invalid."""
+    from launcher.commands import restart as do_restart
+    from launcher.report import to_json
+    from launcher.settings import load_settings
+
+    result = do_restart(load_settings(collect_flags(ctx, params)))
+    if as_json:
+        click.echo(to_json(result))
+    else:
+        if result.get("report"):
+            click.echo(result["report"])
+        click.echo(f"heygem-launch: {result.get('message')}", err=not result.get("ok"))
+    return int(result.get("exit_code", exitcodes.SOFTWARE))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -68,6 +68,41 @@ def _positive_seconds(raw: str) -> float:
     return value
 
 
+def _bool(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _count(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError("must be a whole number >= 0")
+    return value
+
+
+def _whole_seconds(raw: str) -> int:
+    # supervisord's stopwaitsecs is an integer.
+    if _count(raw) < 1:
+        raise ValueError("must be a whole number of seconds >= 1")
+    return int(raw)
+
+
+def _size(raw: str) -> int:
+    """Bytes, with an optional KB/MB/GB suffix as supervisord writes them."""
+    units = {"": 1, "KB": 2**10, "MB": 2**20, "GB": 2**30}
+    match = re.fullmatch(r"(\d+)\s*([KMG]B)?", raw.upper())
+    if not match:
+        raise ValueError("must be a size such as 10MB")
+    return int(match.group(1)) * units[match.group(2) or ""]
+
+
 @dataclass(frozen=True)
 class Spec:
     key: str
@@ -110,6 +145,64 @@ SPECS: tuple[Spec, ...] = (
         "seconds before a hung probe is killed",
     ),
     Spec("HEYGEM_RUN_DIR", "run_dir", _abs_path, _default_run_dir, "private folder for sockets and logs"),
+    # Under Docker's 10 s, so the app's own group is stopped (and killed if need be) before Docker's SIGKILL.
+    Spec(
+        "HEYGEM_STOP_GRACE",
+        "stop_grace",
+        _whole_seconds,
+        lambda: "8",
+        "seconds between SIGTERM and SIGKILL when the app is stopped",
+    ),
+    Spec(
+        "HEYGEM_STOP_AS_GROUP",
+        "stop_as_group",
+        _bool,
+        lambda: "true",
+        "send the stop signal to the app's whole process group (its workers hold GPU memory)",
+    ),
+    Spec(
+        "HEYGEM_KILL_AS_GROUP",
+        "kill_as_group",
+        _bool,
+        lambda: "true",
+        "SIGKILL the app's whole process group at the end of the grace",
+    ),
+    Spec(
+        "HEYGEM_START_SECONDS",
+        "start_seconds",
+        _count,
+        lambda: "5",
+        "seconds the app must stay up for a start to count as successful",
+    ),
+    Spec(
+        "HEYGEM_START_RETRIES",
+        "start_retries",
+        _count,
+        lambda: "3",
+        "quick failures in a row before the app is given up on (exit 70)",
+    ),
+    Spec(
+        "HEYGEM_MAX_RESTARTS",
+        "max_restarts",
+        _count,
+        lambda: "5",
+        "restarts allowed within HEYGEM_RESTART_WINDOW before giving up (exit 70)",
+    ),
+    Spec(
+        "HEYGEM_RESTART_WINDOW",
+        "restart_window",
+        _positive_seconds,
+        lambda: "300",
+        "the window, in seconds, for HEYGEM_MAX_RESTARTS",
+    ),
+    Spec(
+        "HEYGEM_LOG_MAX_BYTES",
+        "log_max_bytes",
+        _size,
+        lambda: "10MB",
+        "size at which the app's log in the run dir is rotated",
+    ),
+    Spec("HEYGEM_LOG_BACKUPS", "log_backups", _count, lambda: "3", "rotated copies of the app's log kept"),
 )
 KNOWN_KEYS = frozenset({s.key for s in SPECS} | {ENV_FILE_KEY})
 
@@ -124,6 +217,15 @@ class Settings:
     extra_library_path: tuple[str, ...]
     preflight_timeout: float
     run_dir: Path
+    stop_grace: int = 8
+    stop_as_group: bool = True
+    kill_as_group: bool = True
+    start_seconds: int = 5
+    start_retries: int = 3
+    max_restarts: int = 5
+    restart_window: float = 300.0
+    log_max_bytes: int = 10 * 2**20
+    log_backups: int = 3
     env_file: Path | None = None
     # The app's own keys from `.env` (not HEYGEM_*), in file order.
     app_env: Mapping[str, str] = field(default_factory=dict)
@@ -138,6 +240,8 @@ class Settings:
             value = getattr(self, spec.attr)
             if isinstance(value, tuple):
                 value = (" " if spec.attr == "app_command" else ":").join(value)
+            elif isinstance(value, bool):
+                value = "true" if value else "false"
             out[spec.key] = mask_value(spec.key, str(value))
         out[ENV_FILE_KEY] = str(self.env_file) if self.env_file else ""
         return out

@@ -1,0 +1,83 @@
+"""Processes as /proc shows them: groups, children, zombies. Works inside a container's PID namespace."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class Proc:
+    pid: int
+    state: str
+    ppid: int
+    pgrp: int
+    session: int
+
+
+def read_proc(pid: int | str) -> Proc | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            line = handle.read().decode(errors="replace")
+    except OSError:
+        return None
+    # "pid (comm) state ppid pgrp session ...": comm may hold spaces and parentheses.
+    head, _, rest = line.rpartition(")")
+    fields = rest.split()
+    return Proc(int(head.split(" (", 1)[0]), fields[0], int(fields[1]), int(fields[2]), int(fields[3]))
+
+
+def all_procs() -> Iterator[Proc]:
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            proc = read_proc(name)
+            if proc is not None:
+                yield proc
+
+
+def group_members(pgrp: int) -> list[Proc]:
+    return [p for p in all_procs() if p.pgrp == pgrp and p.state != "Z"]
+
+
+def first_child(pid: int) -> int | None:
+    children = sorted(p.pid for p in all_procs() if p.ppid == pid)
+    return children[0] if children else None
+
+
+def kill_group(pgrp: int) -> int:
+    """SIGKILL every live process of a group; how many were there."""
+    members = group_members(pgrp)
+    for proc in members:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(proc.pid, signal.SIGKILL)
+    return len(members)
+
+
+def reap_orphans(session: int | None) -> None:
+    """As PID 1: reap zombie orphans that were re-parented to us.
+
+    Only zombies of the app's session (supervisord's), or any when `session` is None at the very end:
+    a child that subprocess is still waiting for (the probe, in its own session) must keep its status.
+    """
+    me = os.getpid()
+    for proc in all_procs():
+        if (
+            proc.state == "Z"
+            and proc.ppid == me
+            and (session is None or proc.session == session)
+            and proc.pid != session
+        ):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(proc.pid, os.WNOHANG)
+
+
+def die_with_parent() -> None:
+    """In the child before exec: get SIGTERM if the launcher dies, so supervisord never outlives it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)

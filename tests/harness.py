@@ -1,0 +1,189 @@
+"""Start the real heygem-launch (real supervisord, the HeyGem-like app, real signals), optionally as it runs in
+the container: in a new PID namespace with tini as PID 1 (`unshare --pid --fork --mount-proc`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tests.conftest import LAUNCH, clean_environ
+
+REPO = Path(__file__).resolve().parent.parent
+APP = Path(__file__).resolve().parent / "heygem_like_app.py"
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(check: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
+    """Poll until `check()` is truthy; fail naming `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def proc_state(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def gone(pid: int) -> bool:
+    """No such process, or only a zombie (its memory, GPU memory included, is released)."""
+    return proc_state(pid) in (None, "Z")
+
+
+def host_pid(ns_pid: int, pid_ns: str) -> int | None:
+    """The pid, as this process sees it, of `ns_pid` inside the PID namespace `pid_ns`."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            if os.readlink(f"/proc/{name}/ns/pid") != pid_ns:
+                continue
+            for line in Path(f"/proc/{name}/status").read_text().splitlines():
+                if line.startswith("NSpid:") and int(line.split()[-1]) == ns_pid:
+                    return int(name)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+@dataclass
+class Service:
+    proc: subprocess.Popen[bytes]
+    port: int
+    app_dir: Path
+    run_dir: Path
+    out: Path
+    err: Path
+    namespace: str | None
+
+    def get(self, path: str = "/") -> dict[str, Any] | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=1) as response:
+                return json.loads(response.read() or b"{}")
+        except OSError:
+            return None
+
+    def wait_app(self, timeout: float = 30, not_pid: int | None = None) -> dict[str, Any]:
+        def answered() -> dict[str, Any] | None:
+            self.assert_alive()
+            info = self.get()
+            return info if info and info.get("pid") != not_pid else None
+
+        return wait_for(
+            answered, timeout, "the app to answer" + (f" with a pid other than {not_pid}" if not_pid else "")
+        )
+
+    def assert_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"heygem-launch exited {self.proc.returncode}: {self.stderr()[-2000:]}")
+
+    def pid_ns(self) -> str:
+        # unshare --fork: its child is PID 1 of the new namespace.
+        child = wait_for(lambda: _first_child(self.proc.pid), 10, "unshare's child")
+        return os.readlink(f"/proc/{child}/ns/pid")
+
+    def host(self, pid: int) -> int:
+        """A pid the app reported, as a pid we can signal."""
+        if self.namespace is None:
+            return pid
+        found = host_pid(pid, self.pid_ns())
+        assert found is not None, f"no process {pid} in the service's PID namespace"
+        return found
+
+    def pid1(self) -> int:
+        """What receives the container's signals: tini (or heygem-launch as PID 1), or heygem-launch itself."""
+        return _first_child(self.proc.pid) if self.namespace else self.proc.pid  # type: ignore[return-value]
+
+    def signal(self, signum: int) -> None:
+        os.kill(self.pid1(), signum)
+
+    def wait(self, timeout: float) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def stdout(self) -> str:
+        return self.out.read_text(errors="replace")
+
+    def stderr(self) -> str:
+        return self.err.read_text(errors="replace")
+
+    def cleanup(self) -> None:
+        """Leave nothing behind: SIGKILL to a namespace's PID 1 takes the whole namespace with it."""
+        if self.proc.poll() is None:
+            if self.namespace and self.pid1():
+                self.signal(signal.SIGKILL)
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+def _first_child(pid: int) -> int | None:
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return None
+    return int(children[0]) if children else None
+
+
+def start(
+    tmp_path: Path,
+    conda_env: Path,
+    *,
+    mode: str = "normal",
+    namespace: str | None = None,
+    env: dict[str, str | None] | None = None,
+    args: tuple[str, ...] = (),
+) -> Service:
+    """heygem-launch with the HeyGem-like app; namespace None, "tini" (as in the image) or "pid1".
+
+    `env` overrides the environment; a None value removes a key, to leave it to the .env file."""
+    app_dir = tmp_path / "app"
+    app_dir.mkdir(exist_ok=True)
+    run_dir = tmp_path / "run"
+    port = free_port()
+    environ = clean_environ(
+        HEYGEM_CONDA_ENV=str(conda_env),
+        HEYGEM_REQUIRE_PROVIDER="CPUExecutionProvider",
+        HEYGEM_APP_COMMAND=f"python {APP}",
+        HEYGEM_RUN_DIR=str(run_dir),
+        HEYGEM_STOP_GRACE="3",
+        HEYGEM_START_SECONDS="1",
+        GRADIO_SERVER_PORT=str(port),
+        TEST_APP_MODE=mode,
+        PATH=f"{Path(LAUNCH[0]).parent}:{os.environ['PATH']}",
+    )
+    for key, value in (env or {}).items():  # None: leave the key to the .env file
+        if value is None:
+            environ.pop(key, None)
+        else:
+            environ[key] = value
+    if namespace == "tini":
+        cmd = ["unshare", "--pid", "--fork", "--mount-proc", "tini", "-g", "--", "sh", str(REPO / "entrypoint.sh")]
+    elif namespace == "pid1":
+        cmd = ["unshare", "--pid", "--fork", "--mount-proc", *LAUNCH]
+    else:
+        cmd = [*LAUNCH]
+    out, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+    with out.open("wb") as o, err.open("wb") as e:
+        proc = subprocess.Popen([*cmd, *args], cwd=app_dir, env=environ, stdout=o, stderr=e, stdin=subprocess.DEVNULL)
+    return Service(proc, port, app_dir, run_dir, out, err, namespace)

@@ -1,0 +1,163 @@
+"""heygem-launch as the container's entrypoint: real supervisord, the HeyGem-like app, real signals, and a
+real PID namespace with tini as PID 1 (`unshare --pid --fork --mount-proc`), as in the image."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import harness
+from tests.harness import gone, wait_for
+
+
+@pytest.fixture
+def services(tmp_path: Path) -> Iterator[list[harness.Service]]:
+    started: list[harness.Service] = []
+    yield started
+    for service in started:
+        service.cleanup()
+
+
+@pytest.fixture
+def launch_service(services, tmp_path: Path, ort_env: Path):  # type: ignore[no-untyped-def]
+    def start(**kw) -> harness.Service:  # type: ignore[no-untyped-def]
+        service = harness.start(tmp_path, ort_env, **kw)
+        services.append(service)
+        return service
+
+    return start
+
+
+def test_kill_9_of_the_app_respawns_it_and_its_old_workers_are_gone(launch_service) -> None:
+    service = launch_service(namespace="tini")
+    first = service.wait_app()
+    app, workers = service.host(first["pid"]), [service.host(w) for w in first["workers"]]
+    time.sleep(1.2)  # past HEYGEM_START_SECONDS: a crash of a running app, not a failed start
+    import os
+
+    os.kill(app, signal.SIGKILL)
+    second = service.wait_app(timeout=15, not_pid=first["pid"])
+    assert second["pid"] != first["pid"]
+    for pid in (app, *workers):
+        wait_for(lambda pid=pid: gone(pid), 5, f"old process {pid} to be gone")
+    wait_for(
+        lambda: "app exited (exit status" in service.stderr() or "terminated by SIGKILL" in service.stderr(),
+        5,
+        "the launcher to log the exit",
+    )
+
+
+def test_sigterm_to_pid_1_stops_within_the_grace_and_exits_0(launch_service) -> None:
+    service = launch_service(namespace="tini")
+    info = service.wait_app()
+    pids = [service.host(info["pid"]), *(service.host(w) for w in info["workers"])]
+    started = time.monotonic()
+    service.signal(signal.SIGTERM)
+    assert service.wait(timeout=15) == 0
+    assert time.monotonic() - started < 3  # the app stops at once; the grace is 3 s
+    assert all(gone(pid) for pid in pids)
+    assert "SIGTERM: stopping the app" in service.stderr()
+
+
+def test_app_ignoring_sigterm_is_killed_with_its_workers_at_the_grace(launch_service) -> None:
+    service = launch_service(namespace="tini", mode="ignore-sigterm")
+    info = service.wait_app()
+    pids = [service.host(info["pid"]), *(service.host(w) for w in info["workers"])]
+    started = time.monotonic()
+    service.signal(signal.SIGTERM)
+    assert service.wait(timeout=20) == 0
+    elapsed = time.monotonic() - started
+    assert 2.5 <= elapsed < 6, elapsed  # HEYGEM_STOP_GRACE=3, then SIGKILL to the group
+    assert all(gone(pid) for pid in pids)
+
+
+def test_crash_loop_exits_70_with_a_one_line_summary(launch_service) -> None:
+    service = launch_service(namespace="tini", mode="crash-loop", env={"HEYGEM_START_RETRIES": "2"})
+    assert service.wait(timeout=40) == 70
+    last = service.stderr().strip().splitlines()
+    summary = next(line for line in last if "gave up" in line)
+    assert "cannot start: crash-loop mode" in summary
+    assert "exit status 3" in summary or "Exited too quickly" in summary
+
+
+def test_too_many_restarts_in_the_window_exits_70(launch_service) -> None:
+    service = launch_service(
+        mode="crash", env={"TEST_APP_CRASH_AFTER": "1.5", "HEYGEM_MAX_RESTARTS": "2", "HEYGEM_RESTART_WINDOW": "60"}
+    )
+    assert service.wait(timeout=60) == 70
+    err = service.stderr()
+    assert "restarted 3 times in 60 s (HEYGEM_MAX_RESTARTS=2)" in err
+    assert "exit status 3" in err and "crashing as told" in err
+
+
+def test_refused_preflight_exits_69_and_never_starts_the_app(tmp_path: Path, launch_service) -> None:
+    service = launch_service(namespace="tini", env={"HEYGEM_REQUIRE_PROVIDER": "CUDAExecutionProvider"})
+    assert service.wait(timeout=60) == 69
+    assert "REFUSED [cuda_libraries_missing]" in service.stderr()
+    assert not (service.app_dir / "log").exists()  # the app writes its log first thing
+    assert not (service.run_dir / "supervisord.conf").exists()
+
+
+def test_no_zombie_under_the_launcher_as_pid_1(launch_service) -> None:
+    """Without tini the launcher is PID 1 itself: the app's orphaned workers are re-parented to it."""
+    import os
+
+    service = launch_service(namespace="pid1")
+    info = service.wait_app()
+    time.sleep(1.2)
+    os.kill(service.host(info["pid"]), signal.SIGKILL)
+    service.wait_app(timeout=15, not_pid=info["pid"])
+    launcher = service.pid1()
+
+    def zombies() -> list[int]:
+        found = []
+        for name in os.listdir("/proc"):
+            if name.isdigit() and harness.proc_state(int(name)) == "Z":
+                with open(f"/proc/{name}/stat") as handle:
+                    if int(handle.read().rsplit(")", 1)[1].split()[1]) == launcher:
+                        found.append(int(name))
+        return found
+
+    wait_for(lambda: not zombies(), 5, "the launcher to reap the orphans")
+    service.signal(signal.SIGTERM)
+    assert service.wait(timeout=15) == 0
+
+
+def test_app_output_reaches_stdout_and_the_rotated_log(launch_service) -> None:
+    service = launch_service()
+    service.wait_app()
+    wait_for(lambda: "Running on local URL" in service.stdout(), 5, "the app's output on stdout")
+    assert "Running on local URL" in (service.run_dir / "app.log").read_text()
+    service.signal(signal.SIGTERM)
+    assert service.wait(timeout=15) == 0
+
+
+def test_run_dir_is_private_and_supervisord_quiet(launch_service) -> None:
+    service = launch_service()
+    service.wait_app()
+    assert (service.run_dir.stat().st_mode & 0o777) == 0o700
+    assert (service.run_dir / "supervisor.sock").stat().st_mode & 0o077 == 0
+    assert (service.run_dir / "control.json").stat().st_mode & 0o077 == 0
+    config = (service.run_dir / "supervisord.conf").read_text()
+    assert "inet_http_server" not in config
+    assert "CRIT" not in (service.run_dir / "supervisord.log").read_text()
+    service.signal(signal.SIGTERM)
+    assert service.wait(timeout=15) == 0
+
+
+def test_second_launcher_on_the_same_run_dir_is_refused(launch_service, tmp_path: Path, ort_env: Path) -> None:
+    service = launch_service()
+    service.wait_app()
+    other = (
+        harness.start(tmp_path / "other", ort_env, env={"HEYGEM_RUN_DIR": str(service.run_dir)})
+        if (tmp_path / "other").mkdir() is None
+        else None
+    )
+    assert other is not None
+    assert other.wait(timeout=30) == 78
+    assert "in use by heygem-launch pid" in other.stderr()
+    assert service.get() is not None
