@@ -153,19 +153,13 @@ SPECS: tuple[Spec, ...] = (
         lambda: "8",
         "seconds between SIGTERM and SIGKILL when the app is stopped",
     ),
+    # One setting for supervisord's stopasgroup and killasgroup: it refuses to stop as a group but kill alone.
     Spec(
         "HEYGEM_STOP_AS_GROUP",
         "stop_as_group",
         _bool,
         lambda: "true",
-        "send the stop signal to the app's whole process group (its workers hold GPU memory)",
-    ),
-    Spec(
-        "HEYGEM_KILL_AS_GROUP",
-        "kill_as_group",
-        _bool,
-        lambda: "true",
-        "SIGKILL the app's whole process group at the end of the grace",
+        "signal the app's whole process group on stop, SIGKILL included (its workers hold GPU memory)",
     ),
     Spec(
         "HEYGEM_START_SECONDS",
@@ -219,7 +213,6 @@ class Settings:
     run_dir: Path
     stop_grace: int = 8
     stop_as_group: bool = True
-    kill_as_group: bool = True
     start_seconds: int = 5
     start_retries: int = 3
     max_restarts: int = 5

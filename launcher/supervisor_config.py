@@ -87,7 +87,7 @@ def render(
         "stopsignal=TERM",
         f"stopwaitsecs={s.stop_grace}",
         f"stopasgroup={'true' if s.stop_as_group else 'false'}",
-        f"killasgroup={'true' if s.kill_as_group else 'false'}",
+        f"killasgroup={'true' if s.stop_as_group else 'false'}",
         "redirect_stderr=true",
         f"stdout_logfile={_value(str(run.app_log))}",
         f"stdout_logfile_maxbytes={s.log_max_bytes}",
