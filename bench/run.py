@@ -4,6 +4,11 @@ preflight: `heygem-launch --check-only` against the naive check
            `python -c "import onnxruntime; print(onnxruntime.get_available_providers())"`, interleaved,
            medians; target ratio <= 2.0. Also the launcher's own peak RSS (VmHWM of its process, the probe
            child excluded): target <= 40 MB.
+respawn:   kill -9 of the running app -> a new app process, heygem-launch's stack against supervisord alone
+           with the same app, interleaved; target median < 0.5 s.
+stop:      SIGTERM -> heygem-launch exits, with a well-behaved app; target < 1 s beyond the app's own stop.
+idle:      heygem-launch, supervisord and the wrapper at rest: RSS <= 60 MB in all, CPU < 1% of one core
+           over --idle-seconds (default 60).
 """
 
 from __future__ import annotations
@@ -17,6 +22,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from service import bench_idle, bench_respawn, bench_stop  # noqa: E402  (bench/ is not a package)
 
 PY = sys.executable
 NAIVE = [PY, "-c", "import onnxruntime; print(onnxruntime.get_available_providers())"]
@@ -71,18 +80,24 @@ def bench_preflight(rounds: int) -> dict[str, object]:
     }
 
 
-BENCHES: dict[str, Callable[[int], dict[str, object]]] = {"preflight": bench_preflight}
+BENCHES: dict[str, Callable[[argparse.Namespace], dict[str, object]]] = {
+    "preflight": lambda a: bench_preflight(a.rounds),
+    "respawn": lambda a: bench_respawn(min(a.rounds, 10)),
+    "stop": lambda a: bench_stop(min(a.rounds, 7)),
+    "idle": lambda a: bench_idle(a.idle_seconds),
+}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--only", nargs="*", choices=sorted(BENCHES))
+    parser.add_argument("--idle-seconds", type=float, default=60.0)
     args = parser.parse_args()
     os.environ.pop("LD_LIBRARY_PATH", None)
     results = {}
     for name in args.only or BENCHES:
-        results[name] = BENCHES[name](args.rounds)
+        results[name] = BENCHES[name](args)
         print(f"{name}: {json.dumps(results[name])}", flush=True)
     print(json.dumps({"python": sys.version.split()[0], "cpus": os.cpu_count(), "results": results}, indent=2))
     return 0 if all(r.get("pass") for r in results.values()) else 1

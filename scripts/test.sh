@@ -19,7 +19,8 @@ if [ -n "$need" ]; then
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[gpu,test]'
+# Not editable: the tests run the installed `heygem-launch`, as a user gets it (package data included).
+.venv/bin/python -m pip install -q --disable-pip-version-check '.[gpu,test]'
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 shellcheck entrypoint.sh scripts/*.sh
