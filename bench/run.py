@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from service import bench_idle, bench_respawn, bench_stop  # noqa: E402  (bench/ is not a package)
+from service import bench_idle, bench_respawn, bench_stop
 
 PY = sys.executable
 NAIVE = [PY, "-c", "import onnxruntime; print(onnxruntime.get_available_providers())"]

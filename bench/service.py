@@ -67,10 +67,18 @@ class Stack:
     def __init__(self, kind: str, workdir: Path) -> None:
         self.kind, self.port = kind, free_port()
         workdir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "GRADIO_SERVER_PORT": str(self.port), "HEYGEM_CONDA_ENV": "",
-               "HEYGEM_REQUIRE_PROVIDER": "CPUExecutionProvider", "HEYGEM_APP_COMMAND": " ".join(APP_ARGV),
-               "HEYGEM_RUN_DIR": str(workdir / "run"), "HEYGEM_START_SECONDS": "1", "HEYGEM_STOP_GRACE": "5",
-               "HEYGEM_MAX_RESTARTS": "1000", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+        env = {
+            **os.environ,
+            "GRADIO_SERVER_PORT": str(self.port),
+            "HEYGEM_CONDA_ENV": "",
+            "HEYGEM_REQUIRE_PROVIDER": "CPUExecutionProvider",
+            "HEYGEM_APP_COMMAND": " ".join(APP_ARGV),
+            "HEYGEM_RUN_DIR": str(workdir / "run"),
+            "HEYGEM_START_SECONDS": "1",
+            "HEYGEM_STOP_GRACE": "5",
+            "HEYGEM_MAX_RESTARTS": "1000",
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        }
         if kind == "launcher":
             cmd = [sys.executable, "-m", "launcher"]
         else:
@@ -79,10 +87,12 @@ class Stack:
                 f"[supervisord]\nnodaemon=true\nsilent=true\nlogfile={workdir}/sd.log\npidfile={workdir}/sd.pid\n"
                 + ("user=root\n" if os.geteuid() == 0 else "")
                 + f"[program:app]\ncommand={' '.join(APP_ARGV)}\nautorestart=true\nstartsecs=1\nstopwaitsecs=5\n"
-                f"stopasgroup=true\nkillasgroup=true\nredirect_stderr=true\nstdout_logfile={workdir}/app.log\n")
+                f"stopasgroup=true\nkillasgroup=true\nredirect_stderr=true\nstdout_logfile={workdir}/app.log\n"
+            )
             cmd = [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)]
-        self.proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         wait_until(lambda: answers(self.port), timeout=60, interval=0.05)
 
     def app(self) -> int:
@@ -131,9 +141,13 @@ def bench_respawn(rounds: int) -> dict[str, object]:
             for stack in stacks.values():
                 stack.stop()
     median = {k: statistics.median(v) for k, v in times.items()}
-    return {"launcher_median_s": round(median["launcher"], 3), "supervisord_alone_median_s":
-            round(median["supervisord"], 3), "launcher_max_s": round(max(times["launcher"]), 3),
-            "target_s": 0.5, "pass": median["launcher"] < 0.5}
+    return {
+        "launcher_median_s": round(median["launcher"], 3),
+        "supervisord_alone_median_s": round(median["supervisord"], 3),
+        "launcher_max_s": round(max(times["launcher"]), 3),
+        "target_s": 0.5,
+        "pass": median["launcher"] < 0.5,
+    }
 
 
 def bench_stop(rounds: int) -> dict[str, object]:
@@ -150,9 +164,13 @@ def bench_stop(rounds: int) -> dict[str, object]:
             stack.proc.wait(timeout=30)
             total.append(time.perf_counter() - started)
     overhead = statistics.median(t - a for t, a in zip(total, app_stop, strict=True))
-    return {"sigterm_to_exit_median_s": round(statistics.median(total), 3),
-            "app_own_stop_median_s": round(statistics.median(app_stop), 3),
-            "beyond_app_median_s": round(overhead, 3), "target_beyond_app_s": 1.0, "pass": overhead < 1.0}
+    return {
+        "sigterm_to_exit_median_s": round(statistics.median(total), 3),
+        "app_own_stop_median_s": round(statistics.median(app_stop), 3),
+        "beyond_app_median_s": round(overhead, 3),
+        "target_beyond_app_s": 1.0,
+        "pass": overhead < 1.0,
+    }
 
 
 def _zombie(pid: int) -> bool:
@@ -203,9 +221,16 @@ def bench_idle(seconds: float) -> dict[str, object]:
         finally:
             stack.stop()
     total = sum(rss.values())
-    return {"processes_rss_mb": rss, "rss_total_mb": round(total, 1), "pss_total_mb": round(pss, 1),
-            "rss_target_mb": 60, "cpu_percent_of_one_core": round(cpu, 3), "cpu_target_percent": 1.0,
-            "window_s": seconds, "pass": total <= 60 and cpu < 1.0}
+    return {
+        "processes_rss_mb": rss,
+        "rss_total_mb": round(total, 1),
+        "pss_total_mb": round(pss, 1),
+        "rss_target_mb": 60,
+        "cpu_percent_of_one_core": round(cpu, 3),
+        "cpu_target_percent": 1.0,
+        "window_s": seconds,
+        "pass": total <= 60 and cpu < 1.0,
+    }
 
 
 def _is_descendant(pid: int, ancestor: int) -> bool:

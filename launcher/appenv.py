@@ -11,6 +11,8 @@ from launcher.settings import Settings
 
 # Disables CUDA in ONNX Runtime outright; a leftover from debugging must not decide the app's provider.
 ORT_KILL_SWITCH = "ORT_CUDA_UNAVAILABLE"
+PORT_VARIABLE = "GRADIO_SERVER_PORT"  # how Gradio, and so HeyGem, is told its port
+DEFAULT_PORT = 7860
 
 
 @dataclass(frozen=True)
@@ -19,6 +21,7 @@ class AppEnvironment:
     conda: conda.CondaEnv
     library_path: LibraryPath
     warnings: tuple[str, ...]
+    port: int = DEFAULT_PORT
 
 
 def base_environment(settings: Settings, environ: Mapping[str, str]) -> dict[str, str]:
@@ -42,4 +45,21 @@ def prepare_environment(settings: Settings, environ: Mapping[str, str]) -> AppEn
         env["LD_LIBRARY_PATH"] = library_path.value
     else:
         env.pop("LD_LIBRARY_PATH", None)
-    return AppEnvironment(env, env_info, library_path, tuple(warnings))
+    port, port_warning = app_port(settings.app_port, env.get(PORT_VARIABLE))
+    if port_warning:
+        warnings.append(port_warning)
+    env[PORT_VARIABLE] = str(port)
+    return AppEnvironment(env, env_info, library_path, tuple(warnings), port)
+
+
+def app_port(setting: int | None, inherited: str | None) -> tuple[int, str | None]:
+    """Pure: HEYGEM_APP_PORT when set, else the GRADIO_SERVER_PORT the app would have had, else 7860."""
+    if setting is not None:
+        if inherited and inherited != str(setting):
+            return setting, f"{PORT_VARIABLE}={inherited} replaced by HEYGEM_APP_PORT={setting}"
+        return setting, None
+    if inherited and inherited.isdigit() and 0 < int(inherited) < 65536:
+        return int(inherited), None
+    if inherited:
+        return DEFAULT_PORT, f"{PORT_VARIABLE}={inherited!r} is not a port; using {DEFAULT_PORT}"
+    return DEFAULT_PORT, None

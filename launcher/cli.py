@@ -98,7 +98,7 @@ def cli(ctx: click.Context, check_only: bool, as_json: bool, **params: Any) -> N
 
 def _run(flags: dict[str, str | None]) -> int:
     """Preflight; on refusal exit 69 without starting anything; on pass run and supervise the app."""
-    from launcher.preflight import run_preflight
+    from launcher.preflight import preflight
     from launcher.report import render_check
     from launcher.service import run_service
     from launcher.settings import load_settings
@@ -106,7 +106,10 @@ def _run(flags: dict[str, str | None]) -> int:
     settings = load_settings(flags)
     for warning in settings.warnings:
         click.echo(f"heygem-launch: warning: {warning}", err=True)
-    result = run_preflight(settings, os.environ)
+    if settings.preflight == "skip":
+        click.echo("heygem-launch: WARNING: HEYGEM_PREFLIGHT=skip: starting the app WITHOUT the preflight; "
+                   "nothing proves it runs on the GPU (the runtime CPU-fallback guard still applies)", err=True)
+    result = preflight(settings, os.environ)
     # To stderr: stdout carries the app's own output.
     click.echo(render_check(result), err=True)
     if not result.ok:
@@ -163,6 +166,26 @@ def restart(ctx: click.Context, as_json: bool, **params: Any) -> int:
             click.echo(result["report"])
         click.echo(f"heygem-launch: {result.get('message')}", err=not result.get("ok"))
     return int(result.get("exit_code", exitcodes.SOFTWARE))
+
+
+@cli.command(name="probe")
+@click.argument("kind", type=click.Choice(["live", "ready", "startup"]))
+@setting_options
+@click.pass_context
+@_exits
+def probe_command(ctx: click.Context, kind: str, **params: Any) -> int:
+    """Health probe for Docker HEALTHCHECK / Kubernetes: exit 0 pass, 1 fail.
+
+    live: heygem-launch, supervisord and the app run. ready: the app's readiness markers were seen, its port
+    answers, and no incident is open. startup: the preflight passed and the app has started.
+    """
+    from launcher.probes import probe
+    from launcher.rundir import RunDir
+    from launcher.settings import load_settings
+
+    answer = probe(kind, RunDir(load_settings(collect_flags(ctx, params)).run_dir))
+    click.echo(answer.line())
+    return 0 if answer.ok else 1
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -94,6 +94,21 @@ def library_table(build: OrtBuild | None, entries: tuple[str, ...]) -> tuple[Lib
     )
 
 
+def skipped_preflight(settings: Settings, environ: Mapping[str, str]) -> CheckResult:
+    """HEYGEM_PREFLIGHT=skip: the app's environment is prepared as always, but nothing is probed."""
+    app = prepare_environment(settings, environ)
+    verdict = Verdict(True, None, "preflight skipped (HEYGEM_PREFLIGHT=skip): nothing was checked", "")
+    probe = ProbeResult(None, False, {"skipped": True}, "", 0.0)
+    return CheckResult(verdict, settings, app, None, (), gpu.Inventory(False, "not checked"), probe)
+
+
+def preflight(settings: Settings, environ: Mapping[str, str]) -> CheckResult:
+    """What starting the app goes through: the preflight, or its skipped stand-in."""
+    if settings.preflight == "skip":
+        return skipped_preflight(settings, environ)
+    return run_preflight(settings, environ)
+
+
 def run_preflight(settings: Settings, environ: Mapping[str, str]) -> CheckResult:
     app = prepare_environment(settings, environ)
     # The probe first: the library table and NVML run while its python starts.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -81,3 +82,51 @@ def die_with_parent() -> None:
     """In the child before exec: get SIGTERM if the launcher dies, so supervisord never outlives it."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+_GPU_LIB = re.compile(
+    r"/(lib(?:cuda|cudart|cublas|cublasLt|cudnn\w*|cufft|curand|nvrtc|nvidia-ml)\.so[\w.]*"
+    r"|libonnxruntime_providers_(?:cuda|shared|tensorrt)\.so[\w.]*)$"
+)
+
+
+@dataclass(frozen=True)
+class GpuUse:
+    """What a process has of CUDA: mapped libraries and open NVIDIA device files."""
+
+    pid: int
+    libraries: tuple[str, ...]
+    devices: tuple[str, ...]
+
+    @property
+    def cuda_context(self) -> bool:
+        """libcuda.so mapped or an NVIDIA device open: the process talks to the driver."""
+        return any(lib.startswith("libcuda.so") for lib in self.libraries) or bool(self.devices)
+
+
+def gpu_use(pid: int) -> GpuUse | None:
+    """From /proc: works inside a container, where NVML reports host pids that match nothing here."""
+    try:
+        with open(f"/proc/{pid}/maps", "rb") as handle:
+            maps = handle.read().decode(errors="replace")
+    except OSError:
+        return None
+    libraries = sorted({m.group(1) for line in maps.splitlines() if (m := _GPU_LIB.search(line))})
+    devices = []
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("/dev/nvidia"):
+                    devices.append(target)
+    return GpuUse(pid, tuple(libraries), tuple(sorted(set(devices))))
+
+
+def environ_of(pid: int) -> dict[str, str]:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as handle:
+            raw = handle.read()
+    except OSError:
+        return {}
+    pairs = (item.decode(errors="replace").partition("=") for item in raw.split(b"\0") if b"=" in item)
+    return {key: value for key, _, value in pairs}

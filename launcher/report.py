@@ -75,6 +75,11 @@ def render_check(result: CheckResult) -> str:
     probe = data["probe"]
     report = probe["report"]
     add("")
+    if report.get("skipped"):
+        add("Probe: SKIPPED (HEYGEM_PREFLIGHT=skip)")
+        add("")
+        add(f"OK?: {data['message']}")
+        return "\n".join(lines)
     state = "timed out" if probe["timed_out"] else f"exit {probe['returncode']}"
     add(
         f"Probe ({result.settings.require_provider}, {report.get('python', '?')} at "

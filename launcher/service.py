@@ -25,18 +25,22 @@ from typing import Any, BinaryIO, TextIO
 
 from inotify_simple import INotify, flags
 
-from launcher import exitcodes, procs
+from launcher import exitcodes, incident, procs
 from launcher.control import CALL_ERRORS, Supervisor, new_credentials
 from launcher.errors import LaunchError
 from launcher.follow import Follower
-from launcher.preflight import CheckResult, run_preflight
+from launcher.preflight import CheckResult, preflight
 from launcher.report import render_check
 from launcher.rundir import RunDir, prepare, running_pid, write_json, write_pidfile, write_private
 from launcher.settings import Settings, load_settings
 from launcher.supervisor_config import PROGRAM, Credentials, render
+from launcher.watchdog import CPU_FALLBACK, Incident, Watchdog
 
+WATCH = flags.MODIFY | flags.CREATE | flags.MOVED_TO
 TICK = 0.25  # while the app is between states
 IDLE_TIMEOUT = 30.0  # otherwise only a safety net: pidfds, signals and inotify wake the loop
+UNWATCHED_POLL = 1.0  # while the app's log folder does not exist yet, so inotify cannot watch it
+CPU = "CPUExecutionProvider"
 EXITED = re.compile(rf"exited: {PROGRAM} \((.*)\)$")
 SUPERVISORD_START_TIMEOUT = 15.0
 
@@ -85,17 +89,31 @@ class Service:
         self.supervisord_log = Follower(self.run.supervisord_log)
         self.exit_reason = ""
         self.started_at = time.time()
+        # HeyGem's own log; lines already in it at start belong to an earlier run.
+        self.app_log = Follower(settings.app_log, from_end=settings.app_log.exists())
+        self.watchdog = Watchdog(settings, fallback_guard=self.fallback_guard)
+        self.open_incident: dict[str, Any] | None = None  # from the trigger until the new app is ready
+        self.last_incident: dict[str, Any] | None = None
+        self.gpu_checked = False
+        self.app_started = False
+        self.saved_ready = False
+
+    @property
+    def fallback_guard(self) -> bool:
+        """The runtime CPU-fallback guard; off when the CPU is what was asked for."""
+        return self.settings.require_provider != CPU
 
     # -- output ---------------------------------------------------------------------------------------
     def log(self, message: str) -> None:
         self.err.write(f"heygem-launch: {message}\n")
         self.err.flush()
 
-    def copy_output(self, final: bool = False) -> None:
+    def copy_output(self, final: bool = False) -> list[bytes]:
         lines = self.follower.read() + (self.follower.flush() if final else [])
         if lines:
             self.out.write(b"\n".join(lines) + b"\n")
             self.out.flush()
+        return lines
 
     def save_state(self) -> None:
         verdict = self.check.verdict
@@ -108,7 +126,15 @@ class Service:
                 "restarts": len(self.restarts),
                 "restart_times": list(self.restarts),
                 "last_exit": self.last_exit,
+                "wrapper_pid": self.app_pid,
+                "app_port": self.check.app.port,
+                "app_started": self.app_started,
+                "ready": self.watchdog.ready,
+                "ready_at": self.watchdog.ready_at,
+                "incident": self.open_incident,
+                "last_incident": self.last_incident,
                 "preflight": {
+                    "skipped": self.check.probe.report.get("skipped", False),
                     "ok": verdict.ok,
                     "cause": verdict.cause,
                     "message": verdict.message,
@@ -166,8 +192,10 @@ class Service:
             except CALL_ERRORS as exc:
                 last_error = exc
             if time.monotonic() > deadline:
-                raise LaunchError(f"supervisord did not answer on {self.run.socket} in time: {last_error}",
-                                  exit_code=exitcodes.SOFTWARE)
+                raise LaunchError(
+                    f"supervisord did not answer on {self.run.socket} in time: {last_error}",
+                    exit_code=exitcodes.SOFTWARE,
+                )
             time.sleep(0.05)
         self.log(f"supervisord started (pid {self.proc.pid}); control socket {self.run.socket}")
 
@@ -186,17 +214,20 @@ class Service:
             # Woken by what happens, not by a clock: each timed wakeup costs CPU even when there is nothing
             # to do (measured: ~1.6 ms a wakeup on this project's VMs), and the launcher idles for days.
             changes = INotify(nonblocking=True)
-            changes.add_watch(str(self.run.path), flags.MODIFY | flags.CREATE | flags.MOVED_TO)
+            changes.add_watch(str(self.run.path), WATCH)
+            log_watched = False
             while True:
+                if not log_watched:
+                    log_watched = self.watch_log_folder(changes)
                 watched = [wake_r, supervisord_fd, changes.fileno()]
                 watched += [self.app_pidfd] if self.app_pidfd is not None else []
-                ready, _, _ = select.select(watched, [], [], TICK if self.settling() else IDLE_TIMEOUT)
+                ready, _, _ = select.select(watched, [], [], self.timeout(log_watched))
                 with contextlib.suppress(BlockingIOError):
                     while os.read(wake_r, 512):
                         pass
                 changes.read(timeout=0)
                 signals, received[:] = set(received), []
-                self.copy_output()
+                found = self.read_lines()
                 if signals & {signal.SIGTERM, signal.SIGINT}:
                     name = "SIGTERM" if signal.SIGTERM in signals else "SIGINT"
                     self.log(f"{name}: stopping the app (grace {self.settings.stop_grace} s)")
@@ -214,9 +245,124 @@ class Service:
                 if failure:
                     self.log(failure)
                     return self.stop(exitcodes.SOFTWARE)
+                found = found or self.watchdog.check(time.time()) or self.check_gpu_context(time.time())
+                if found:
+                    code = self.handle_incident(found)
+                    if code is not None:
+                        return code
+                self.note_readiness()
         finally:
             signal.set_wakeup_fd(-1)
             self.executor.shutdown(wait=False, cancel_futures=True)
+
+    def watch_log_folder(self, changes: INotify) -> bool:
+        """inotify on the app log's folder once it exists (HeyGem creates ./log at start)."""
+        try:
+            changes.add_watch(str(self.settings.app_log.parent), WATCH)
+        except OSError:
+            return False
+        return True
+
+    def timeout(self, log_watched: bool) -> float:
+        """How long select() may sleep: until the next thing that is due, without waking for nothing."""
+        if self.settling():
+            return TICK
+        now = time.time()
+        due = [d for d in (self.watchdog.stall_deadline(), self.gpu_deadline()) if d is not None]
+        timeout = min([IDLE_TIMEOUT, *(max(0.0, d - now) for d in due)])
+        return timeout if log_watched else min(timeout, UNWATCHED_POLL)
+
+    def read_lines(self) -> Incident | None:
+        """Copy the app's output to stdout and feed it and HeyGem's log to the watchdog."""
+        now = time.time()
+        found = None
+        for raw in self.copy_output() + self.app_log.read():
+            incident_found = self.watchdog.feed(raw.decode("utf-8", errors="replace"), now)
+            found = found or incident_found
+        return found
+
+    def gpu_deadline(self) -> float | None:
+        ready_at = self.watchdog.ready_at
+        if not self.fallback_guard or self.gpu_checked or ready_at is None or self.watchdog.incident:
+            return None
+        return ready_at + self.settings.gpu_grace
+
+    def check_gpu_context(self, now: float) -> Incident | None:
+        """HEYGEM_GPU_GRACE s after the app is ready, one of its processes must talk to the GPU driver."""
+        deadline = self.gpu_deadline()
+        if deadline is None or now < deadline or self.app_pid is None:
+            return None
+        self.gpu_checked = True
+        uses = [procs.gpu_use(p.pid) for p in procs.group_members(self.app_pid)]
+        if any(use and use.cuda_context for use in uses):
+            return None
+        return self.watchdog.open(CPU_FALLBACK, f"no process of the app holds a CUDA context "
+                                                f"{self.settings.gpu_grace:.0f} s after it was ready "
+                                                "(libcuda.so not mapped, no /dev/nvidia* open)", now)
+
+    def note_readiness(self) -> None:
+        if self.watchdog.ready != self.saved_ready:
+            self.saved_ready = self.watchdog.ready
+            if self.saved_ready:
+                self.log(f"app ready (markers seen: {', '.join(self.settings.ready_markers)})")
+                self.open_incident = None
+            self.save_state()
+
+    def handle_incident(self, found: Incident) -> int | None:
+        """Snapshot first, then the cure: restart the app, or stop on a CPU fallback. An exit code to stop with."""
+        group = self.app_pid
+        app = procs.first_child(group) if group else None
+        data = incident.snapshot(found, self.watchdog, group, app, self.settings.stall_seconds)
+        path = incident.write(self.run, found, data)
+        self.log(incident.summary(found, data, path))
+        self.last_incident = {"kind": found.kind, "line": found.line, "at": found.at, "snapshot": str(path)}
+        if found.kind == CPU_FALLBACK:
+            if self.settings.on_cpu_fallback == "warn":
+                self.log("HEYGEM_ON_CPU_FALLBACK=warn: the app keeps running, on the CPU")
+                self.watchdog.dismiss()
+                self.save_state()
+                return None
+            self.open_incident = self.last_incident
+            self.save_state()
+            self.log(f"REFUSED [provider_not_used]: the app fell back to the CPU at run time: {found.line[:300]}")
+            return self.stop(exitcodes.UNAVAILABLE)
+        self.open_incident = self.last_incident
+        if self.count_restart():
+            self.log(f"{len(self.restarts)} restarts in {self.settings.restart_window:.0f} s "
+                     f"(HEYGEM_MAX_RESTARTS={self.settings.max_restarts}): giving up; last incident: {found.kind}")
+            return self.stop(exitcodes.SOFTWARE)
+        self.save_state()
+        self.restart_app()
+        return None
+
+    def count_restart(self) -> bool:
+        """Record a restart; True when there have been too many in the window."""
+        now = time.time()
+        self.restarts.append(now)
+        while self.restarts and self.restarts[0] < now - self.settings.restart_window:
+            self.restarts.popleft()
+        return len(self.restarts) > self.settings.max_restarts
+
+    def restart_app(self) -> None:
+        """Stop the app's group (SIGKILL at the grace) and start it again; the wrapper clears the old group."""
+        self.expect_new_app()
+        with contextlib.suppress(xmlrpc.client.Fault):  # already stopped
+            self.supervisor.call("stopProcess", PROGRAM, True)
+        self.supervisor.call("startProcess", PROGRAM, False)
+
+    def expect_new_app(self) -> None:
+        """We are replacing the app: its exit is no crash, and nothing seen of it applies to the next one."""
+        self.deliberate = True
+        if self.app_pidfd is not None:
+            os.close(self.app_pidfd)
+            self.app_pidfd = None
+        self.app_pid = None
+        self.exit_pending = False
+        self.new_instance()
+
+    def new_instance(self) -> None:
+        self.watchdog.reset(time.time())
+        self.gpu_checked = False
 
     def settling(self) -> bool:
         """The app is between states (starting, exited, being replaced): supervisord must be asked often."""
@@ -232,6 +378,7 @@ class Service:
             os.close(self.app_pidfd)
             self.app_pidfd = None
             self.exit_pending = not self.deliberate
+            self.new_instance()
             # The wrapper clears its group before it exits; if the wrapper itself was killed, we do it.
             if procs.kill_group(self.app_pid):
                 self.log(f"killed what was left of the app's process group {self.app_pid}")
@@ -244,13 +391,10 @@ class Service:
             self.exit_pending = False
             self.app_pid = None
             self.last_exit = self.exit_reason or info["description"] or f"exit status {info['exitstatus']}"
-            now = time.time()
-            self.restarts.append(now)
-            while self.restarts and self.restarts[0] < now - self.settings.restart_window:
-                self.restarts.popleft()
+            too_many = self.count_restart()
             self.save_state()
             self.log(f"app exited ({self.last_exit}); supervisord restarts it")
-            if len(self.restarts) > self.settings.max_restarts:
+            if too_many:
                 return (
                     f"app restarted {len(self.restarts)} times in {self.settings.restart_window:.0f} s "
                     f"(HEYGEM_MAX_RESTARTS={self.settings.max_restarts}); last: {self.last_exit}; "
@@ -268,6 +412,8 @@ class Service:
             self.groups.add(pid)
             app = procs.first_child(pid)
             self.log(f"app started: pid {app or '?'} (wrapper {pid}), generation {self.generation}")
+            self.app_started = True
+            self.save_state()
             if self.deliberate:
                 self.deliberate = False
                 self.complete_restart(app)
@@ -316,7 +462,7 @@ class Service:
             settings = load_settings(self.flags, self.environ)
             # The run dir holds the running service's socket: it cannot move while it runs.
             settings = replace(settings, run_dir=self.settings.run_dir)
-            return RestartOutcome(requested_at, settings, run_preflight(settings, self.environ))
+            return RestartOutcome(requested_at, settings, preflight(settings, self.environ))
         except LaunchError as exc:
             return RestartOutcome(requested_at, error=exc)
 
@@ -354,12 +500,8 @@ class Service:
     def replace_app(self, check: CheckResult) -> None:
         """Point supervisord at the new environment and restart the app group (supervisorctl's `update`)."""
         self.write_generation(self.settings, check.app.env)
-        self.deliberate = True
-        if self.app_pidfd is not None:
-            os.close(self.app_pidfd)
-            self.app_pidfd = None
-        self.app_pid = None
-        self.exit_pending = False
+        self.watchdog = Watchdog(self.settings, fallback_guard=self.fallback_guard)  # new patterns, if any
+        self.expect_new_app()
         self.supervisor.call("reloadConfig")
         with contextlib.suppress(xmlrpc.client.Fault):  # already stopped (FATAL, BACKOFF) is fine
             self.supervisor.call("stopProcessGroup", PROGRAM, True)

@@ -87,6 +87,41 @@ def _count(raw: str) -> int:
     return value
 
 
+def _optional_path(raw: str) -> Path | None:
+    return Path(raw).expanduser() if raw else None
+
+
+def _port(raw: str) -> int | None:
+    if not raw:
+        return None
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise ValueError("must be a TCP port number (1-65535)")
+    return int(raw)
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw.lower() not in allowed:
+            raise ValueError("must be one of: " + ", ".join(allowed))
+        return raw.lower()
+
+    return parse
+
+
+def _regex(raw: str) -> re.Pattern[str]:
+    try:
+        return re.compile(raw)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression: {exc}") from None
+
+
+def _markers(raw: str) -> tuple[str, ...]:
+    markers = tuple(m for m in raw.split("|") if m)
+    if not markers:
+        raise ValueError("must name at least one marker")
+    return markers
+
+
 def _whole_seconds(raw: str) -> int:
     # supervisord's stopwaitsecs is an integer.
     if _count(raw) < 1:
@@ -197,6 +232,37 @@ SPECS: tuple[Spec, ...] = (
         "size at which the app's log in the run dir is rotated",
     ),
     Spec("HEYGEM_LOG_BACKUPS", "log_backups", _count, lambda: "3", "rotated copies of the app's log kept"),
+    Spec("HEYGEM_APP_LOG", "app_log", _optional_path, lambda: "",
+         "the app's log file to watch (default APP_DIR/log/dh.log; relative to APP_DIR)"),
+    Spec("HEYGEM_APP_PORT", "app_port", _port, lambda: "",
+         "the app's HTTP port, handed to it as GRADIO_SERVER_PORT (default: GRADIO_SERVER_PORT, else 7860)"),
+    Spec("HEYGEM_PREFLIGHT", "preflight", _choice("run", "skip"), lambda: "run",
+         "skip: start without the preflight (logged loudly); the runtime CPU-fallback guard still applies"),
+    Spec("HEYGEM_STALL_SECONDS", "stall_seconds", _positive_seconds, lambda: "20",
+         "a task with no progress for this long is a stall: snapshot and restart"),
+    Spec("HEYGEM_GPU_GRACE", "gpu_grace", _positive_seconds, lambda: "60",
+         "seconds after the app is ready by which one of its processes must hold a CUDA context"),
+    Spec("HEYGEM_ON_CPU_FALLBACK", "on_cpu_fallback", _choice("stop", "warn"), lambda: "stop",
+         "stop: stop the app and exit 69 when it falls back to the CPU at run time; warn: only warn"),
+    Spec("HEYGEM_READY_MARKERS", "ready_markers", _markers,
+         lambda: ">>> 数字人图片处理进程启动|>>> init_wh_process进程启动|Running on local URL",
+         "texts, separated by |, that must all appear in the app's output or log before it is ready"),
+    Spec("HEYGEM_PATTERN_BLOCKED", "pattern_blocked", _regex, lambda: r"任务视频驱动队列满|严重阻塞|下游队列异常",
+         "regex: the queue-blocked line (snapshot, restart)"),
+    Spec("HEYGEM_PATTERN_FAILURE", "pattern_failure", _regex,
+         lambda: r"任务视频驱动队列异常|数字人处理失败|任务执行失败|生成视频失败|_queue\.Empty",
+         "regex: a task's failure lines (snapshot, restart)"),
+    Spec("HEYGEM_PATTERN_PROGRESS", "pattern_progress", _regex,
+         lambda: r"发送数据大小:\[(\d+)\], current_idx:(\d+)|发送完成数据大小:(\d+), frameId:(-?\d+), cost:([\d.]+)",
+         "regex: a task's progress; its first number is the frames of that step"),
+    Spec("HEYGEM_PATTERN_TASK_START", "pattern_task_start", _regex,
+         lambda: r"任务视频驱动队列启动 batch_size:(\d+), len:(\d+)", "regex: a task starts"),
+    Spec("HEYGEM_PATTERN_TASK_END", "pattern_task_end", _regex, lambda: r"frameId:-1\b",
+         "regex: a task has sent its last frame (no stall after it)"),
+    Spec("HEYGEM_PATTERN_FALLBACK", "pattern_fallback", _regex,
+         lambda: r"Failed to create CUDAExecutionProvider|Failed to load library .*libonnxruntime_providers_cuda\.so"
+                 r" with error: (\S+)|EP Error",
+         "regex: ONNX Runtime falling back to the CPU, in the app's output"),
 )
 KNOWN_KEYS = frozenset({s.key for s in SPECS} | {ENV_FILE_KEY})
 
@@ -219,6 +285,19 @@ class Settings:
     restart_window: float = 300.0
     log_max_bytes: int = 10 * 2**20
     log_backups: int = 3
+    app_log: Path | None = None
+    app_port: int | None = None
+    preflight: str = "run"
+    stall_seconds: float = 20.0
+    gpu_grace: float = 60.0
+    on_cpu_fallback: str = "stop"
+    ready_markers: tuple[str, ...] = ()
+    pattern_blocked: re.Pattern[str] | None = None
+    pattern_failure: re.Pattern[str] | None = None
+    pattern_progress: re.Pattern[str] | None = None
+    pattern_task_start: re.Pattern[str] | None = None
+    pattern_task_end: re.Pattern[str] | None = None
+    pattern_fallback: re.Pattern[str] | None = None
     env_file: Path | None = None
     # The app's own keys from `.env` (not HEYGEM_*), in file order.
     app_env: Mapping[str, str] = field(default_factory=dict)
@@ -231,8 +310,12 @@ class Settings:
         out: dict[str, str] = {}
         for spec in SPECS:
             value = getattr(self, spec.attr)
-            if isinstance(value, tuple):
-                value = (" " if spec.attr == "app_command" else ":").join(value)
+            if isinstance(value, re.Pattern):
+                value = value.pattern
+            elif value is None:
+                value = ""
+            elif isinstance(value, tuple):
+                value = {"app_command": " ", "ready_markers": "|"}.get(spec.attr, ":").join(value)
             elif isinstance(value, bool):
                 value = "true" if value else "false"
             out[spec.key] = mask_value(spec.key, str(value))
@@ -310,7 +393,10 @@ def build_settings(
 
     app_dir = values["app_dir"]
     assert isinstance(app_dir, Path)
-    values["app_dir"] = app_dir if app_dir.is_absolute() else cwd / app_dir
+    values["app_dir"] = app_dir = app_dir if app_dir.is_absolute() else cwd / app_dir
+    app_log = values["app_log"] or Path("log/dh.log")
+    assert isinstance(app_log, Path)
+    values["app_log"] = app_log if app_log.is_absolute() else app_dir / app_log
 
     app_env: dict[str, str] = {}
     for key, value in dotenv.items():

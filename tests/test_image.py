@@ -28,13 +28,23 @@ def instructions() -> list[tuple[str, str]]:
 
 def test_entrypoint_execs_heygem_launch_with_its_arguments_under_tini() -> None:
     env = {**os.environ, "PATH": f"{Path(LAUNCH[0]).parent}:{os.environ['PATH']}"}
-    result = subprocess.run(["tini", "-g", "--", "sh", str(REPO / "entrypoint.sh"), "--version"], env=env,
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        ["tini", "-g", "--", "sh", str(REPO / "entrypoint.sh"), "--version"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert "version" in result.stdout
     # Exit codes pass through tini unchanged: a usage error is 64.
-    bad = subprocess.run(["tini", "-g", "--", "sh", str(REPO / "entrypoint.sh"), "--bogus"], env=env,
-                         capture_output=True, text=True, check=False)
+    bad = subprocess.run(
+        ["tini", "-g", "--", "sh", str(REPO / "entrypoint.sh"), "--bogus"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert bad.returncode == 64
 
 

@@ -14,11 +14,18 @@ from launcher.supervisor_config import Credentials, render
 
 
 def parse(tmp_path: Path, **environ: str):  # type: ignore[no-untyped-def]
-    settings = build_settings({}, {"HEYGEM_APP_COMMAND": "python app.py --title '100% real'", **environ}, {},
-                              cwd=tmp_path)
+    settings = build_settings(
+        {}, {"HEYGEM_APP_COMMAND": "python app.py --title '100% real'", **environ}, {}, cwd=tmp_path
+    )
     run = RunDir(tmp_path)
-    text = render(settings, run, Credentials("heygem", "s3cret-pass"), env_file=run.app_env(1),
-                  python="/usr/bin/python3", user="root")
+    text = render(
+        settings,
+        run,
+        Credentials("heygem", "s3cret-pass"),
+        env_file=run.app_env(1),
+        python="/usr/bin/python3",
+        user="root",
+    )
     (tmp_path / "supervisord.conf").write_text(text)
     options = ServerOptions()
     options.realize(args=["-c", str(tmp_path / "supervisord.conf")])
@@ -43,14 +50,17 @@ def test_supervisors_parser_reads_the_defaults(tmp_path: Path) -> None:
     assert "inet_http_server" not in text and "s3cret-pass" not in text
 
 
-@pytest.mark.parametrize(("key", "value", "attr", "expected"), [
-    ("HEYGEM_STOP_GRACE", "5", "stopwaitsecs", 5),
-    ("HEYGEM_STOP_AS_GROUP", "false", "stopasgroup", False),
-    ("HEYGEM_STOP_AS_GROUP", "false", "killasgroup", False),
-    ("HEYGEM_START_RETRIES", "7", "startretries", 7),
-    ("HEYGEM_LOG_BACKUPS", "1", "stdout_logfile_backups", 1),
-    ("HEYGEM_LOG_MAX_BYTES", "2MB", "stdout_logfile_maxbytes", 2 * 2**20),
-])
+@pytest.mark.parametrize(
+    ("key", "value", "attr", "expected"),
+    [
+        ("HEYGEM_STOP_GRACE", "5", "stopwaitsecs", 5),
+        ("HEYGEM_STOP_AS_GROUP", "false", "stopasgroup", False),
+        ("HEYGEM_STOP_AS_GROUP", "false", "killasgroup", False),
+        ("HEYGEM_START_RETRIES", "7", "startretries", 7),
+        ("HEYGEM_LOG_BACKUPS", "1", "stdout_logfile_backups", 1),
+        ("HEYGEM_LOG_MAX_BYTES", "2MB", "stdout_logfile_maxbytes", 2 * 2**20),
+    ],
+)
 def test_each_default_is_settable(tmp_path: Path, key: str, value: str, attr: str, expected: object) -> None:
     options, _ = parse(tmp_path, **{key: value})
     assert getattr(options.process_group_configs[0].process_configs[0], attr) == expected
