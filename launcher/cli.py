@@ -107,8 +107,11 @@ def _run(flags: dict[str, str | None]) -> int:
     for warning in settings.warnings:
         click.echo(f"heygem-launch: warning: {warning}", err=True)
     if settings.preflight == "skip":
-        click.echo("heygem-launch: WARNING: HEYGEM_PREFLIGHT=skip: starting the app WITHOUT the preflight; "
-                   "nothing proves it runs on the GPU (the runtime CPU-fallback guard still applies)", err=True)
+        click.echo(
+            "heygem-launch: WARNING: HEYGEM_PREFLIGHT=skip: starting the app WITHOUT the preflight; "
+            "nothing proves it runs on the GPU (the runtime CPU-fallback guard still applies)",
+            err=True,
+        )
     result = preflight(settings, os.environ)
     # To stderr: stdout carries the app's own output.
     click.echo(render_check(result), err=True)

@@ -12,8 +12,9 @@ from launcher.rundir import RunDir, write_json
 from launcher.watchdog import Incident, Watchdog
 
 
-def snapshot(incident: Incident, watchdog: Watchdog, group: int | None, app_pid: int | None,
-             stall_seconds: float) -> dict[str, Any]:
+def snapshot(
+    incident: Incident, watchdog: Watchdog, group: int | None, app_pid: int | None, stall_seconds: float
+) -> dict[str, Any]:
     """The trigger, the GPU, what the app's processes really have loaded, the last lines, the task's rate."""
     members = procs.group_members(group) if group else []
     environ = procs.environ_of(app_pid) if app_pid else {}
@@ -28,10 +29,16 @@ def snapshot(incident: Incident, watchdog: Watchdog, group: int | None, app_pid:
             "pid": app_pid,
             "process_group": group,
             "ld_library_path": environ.get("LD_LIBRARY_PATH"),
-            "cuda_visible_devices": mask_value("CUDA_VISIBLE_DEVICES", environ.get("CUDA_VISIBLE_DEVICES", ""))
-            or None,
-            "processes": [{"pid": u.pid, "cuda_context": u.cuda_context, "libraries": list(u.libraries),
-                           "nvidia_devices": list(u.devices)} for u in uses],
+            "cuda_visible_devices": mask_value("CUDA_VISIBLE_DEVICES", environ.get("CUDA_VISIBLE_DEVICES", "")) or None,
+            "processes": [
+                {
+                    "pid": u.pid,
+                    "cuda_context": u.cuda_context,
+                    "libraries": list(u.libraries),
+                    "nvidia_devices": list(u.devices),
+                }
+                for u in uses
+            ],
             "any_cuda_context": any(u.cuda_context for u in uses),
         },
         "task": {
@@ -55,8 +62,13 @@ def summary(incident: Incident, data: dict[str, Any], path: Path) -> str:
     """The one log line for an incident."""
     rate = data["task"]["frames_per_s"]
     gpus = data["gpus"]
-    util = ", ".join(f"GPU{g['index']} {g['utilization_percent']}%" for g in gpus["gpus"]) if gpus["available"] \
+    util = (
+        ", ".join(f"GPU{g['index']} {g['utilization_percent']}%" for g in gpus["gpus"])
+        if gpus["available"]
         else "no GPU inventory"
+    )
     cuda = "a CUDA context" if data["app"]["any_cuda_context"] else "NO CUDA context"
-    return (f"incident {incident.kind}: {incident.line[:200]} | app has {cuda}; {util}; "
-            f"task {rate if rate is not None else '?'} frames/s | snapshot {path}")
+    return (
+        f"incident {incident.kind}: {incident.line[:200]} | app has {cuda}; {util}; "
+        f"task {rate if rate is not None else '?'} frames/s | snapshot {path}"
+    )

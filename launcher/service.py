@@ -276,9 +276,10 @@ class Service:
         """Copy the app's output to stdout and feed it and HeyGem's log to the watchdog."""
         now = time.time()
         found = None
-        for raw in self.copy_output() + self.app_log.read():
-            incident_found = self.watchdog.feed(raw.decode("utf-8", errors="replace"), now)
-            found = found or incident_found
+        for source, lines in (("output", self.copy_output()), ("log", self.app_log.read())):
+            for raw in lines:
+                incident_found = self.watchdog.feed(raw.decode("utf-8", errors="replace"), now, source)
+                found = found or incident_found
         return found
 
     def gpu_deadline(self) -> float | None:
@@ -296,9 +297,13 @@ class Service:
         uses = [procs.gpu_use(p.pid) for p in procs.group_members(self.app_pid)]
         if any(use and use.cuda_context for use in uses):
             return None
-        return self.watchdog.open(CPU_FALLBACK, f"no process of the app holds a CUDA context "
-                                                f"{self.settings.gpu_grace:.0f} s after it was ready "
-                                                "(libcuda.so not mapped, no /dev/nvidia* open)", now)
+        return self.watchdog.open(
+            CPU_FALLBACK,
+            f"no process of the app holds a CUDA context "
+            f"{self.settings.gpu_grace:.0f} s after it was ready "
+            "(libcuda.so not mapped, no /dev/nvidia* open)",
+            now,
+        )
 
     def note_readiness(self) -> None:
         if self.watchdog.ready != self.saved_ready:
@@ -328,8 +333,10 @@ class Service:
             return self.stop(exitcodes.UNAVAILABLE)
         self.open_incident = self.last_incident
         if self.count_restart():
-            self.log(f"{len(self.restarts)} restarts in {self.settings.restart_window:.0f} s "
-                     f"(HEYGEM_MAX_RESTARTS={self.settings.max_restarts}): giving up; last incident: {found.kind}")
+            self.log(
+                f"{len(self.restarts)} restarts in {self.settings.restart_window:.0f} s "
+                f"(HEYGEM_MAX_RESTARTS={self.settings.max_restarts}): giving up; last incident: {found.kind}"
+            )
             return self.stop(exitcodes.SOFTWARE)
         self.save_state()
         self.restart_app()

@@ -1,7 +1,8 @@
 """Pure: what the app's output and log say about it. Lines and times in, incidents out; no I/O, no clock.
 
 HeyGem writes each log record to ./log/dh.log and to stderr, so the same line usually arrives twice (once
-from the log, once from the app's output); lines seen in the last few seconds are not counted again.
+from the log, once from the app's output): a line that the other source gave in the last few seconds is
+not counted again. The same source repeating a line is a new line.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ class Watchdog:
         self.s = settings
         self.guard = fallback_guard
         self.lines: deque[str] = deque(maxlen=LAST_LINES)
-        self._recent: dict[str, float] = {}
+        # Kept across resets: the second copy of the record that caused a restart may arrive after it.
+        self._recent: dict[str, tuple[float, str]] = {}
         self.reset(0.0)
 
     def reset(self, now: float) -> None:
@@ -61,16 +63,18 @@ class Watchdog:
     def ready(self) -> bool:
         return self.ready_at is not None
 
-    def _duplicate(self, line: str, now: float) -> bool:
+    def _duplicate(self, line: str, now: float, source: str) -> bool:
         if len(self._recent) > 1000:
-            self._recent = {k: t for k, t in self._recent.items() if now - t < DUPLICATE_WINDOW}
-        seen = self._recent.get(line)
-        self._recent[line] = now
-        return seen is not None and now - seen < DUPLICATE_WINDOW
+            self._recent = {k: v for k, v in self._recent.items() if now - v[0] < DUPLICATE_WINDOW}
+        seen = self._recent.pop(line, None)
+        if seen is not None and seen[1] != source and now - seen[0] < DUPLICATE_WINDOW:
+            return True  # the other copy of a record already counted; a third copy will count again
+        self._recent[line] = (now, source)
+        return False
 
-    def feed(self, line: str, now: float) -> Incident | None:
-        """One line of the app's output or log; an incident when the line opens one."""
-        if not line.strip() or self._duplicate(line, now):
+    def feed(self, line: str, now: float, source: str = "log") -> Incident | None:
+        """One line of the app's output ("output") or its log ("log"); an incident when it opens one."""
+        if not line.strip() or self._duplicate(line, now, source):
             return None
         self.lines.append(line)
         s = self.s
@@ -100,8 +104,12 @@ class Watchdog:
         """Time-driven incidents: a started task with no progress for HEYGEM_STALL_SECONDS."""
         deadline = self.stall_deadline()
         if deadline is not None and now >= deadline:
-            return self.open(STALL, f"no progress for {now - (self.last_progress_at or now):.0f} s since: "
-                                     f"{self.last_progress_line.strip()[:300]}", now)
+            return self.open(
+                STALL,
+                f"no progress for {now - (self.last_progress_at or now):.0f} s since: "
+                f"{self.last_progress_line.strip()[:300]}",
+                now,
+            )
         return None
 
     def stall_deadline(self) -> float | None:
