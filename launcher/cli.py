@@ -171,6 +171,23 @@ def restart(ctx: click.Context, as_json: bool, **params: Any) -> int:
     return int(result.get("exit_code", exitcodes.SOFTWARE))
 
 
+@cli.command()
+@setting_options
+@click.option("--json", "as_json", is_flag=True, help="one JSON document on stdout")
+@click.pass_context
+@_exits
+def doctor(ctx: click.Context, as_json: bool, **params: Any) -> int:
+    """Diagnose: GPUs, the running app's real environment and CUDA use, a fresh preflight, the log's
+    queue/blocking/ERROR/GPU lines, and the most likely cause. Exit 0 no problem found, 69 a problem."""
+    from launcher.doctor import render, run_doctor
+    from launcher.report import to_json
+    from launcher.settings import load_settings
+
+    result = run_doctor(load_settings(collect_flags(ctx, params)), dict(os.environ))
+    click.echo(to_json(result.as_dict()) if as_json else render(result))
+    return exitcodes.UNAVAILABLE if result.problem else exitcodes.OK
+
+
 @cli.command(name="probe")
 @click.argument("kind", type=click.Choice(["live", "ready", "startup"]))
 @setting_options

@@ -68,6 +68,15 @@ def host_pid(ns_pid: int, pid_ns: str) -> int | None:
     return None
 
 
+def get(port: int, path: str = "/") -> dict[str, Any] | None:
+    """The HeyGem-like app's answer on `port`, or None while it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1) as response:
+            return json.loads(response.read() or b"{}")
+    except OSError:
+        return None
+
+
 @dataclass
 class Service:
     proc: subprocess.Popen[bytes]
@@ -79,11 +88,7 @@ class Service:
     namespace: str | None
 
     def get(self, path: str = "/") -> dict[str, Any] | None:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=1) as response:
-                return json.loads(response.read() or b"{}")
-        except OSError:
-            return None
+        return get(self.port, path)
 
     def wait_app(self, timeout: float = 30, not_pid: int | None = None) -> dict[str, Any]:
         def answered() -> dict[str, Any] | None:

@@ -1,0 +1,196 @@
+"""`heygem-launch doctor`: the incident write-up's four manual steps in one command, and a conclusion.
+
+1. the GPU table (nvidia-smi's utilisation and memory) -> NVML;
+2. the service process's environment (`ps e -p PID | grep LD_LIBRARY_PATH`) -> /proc/PID/environ;
+3. `check_env/check_onnx_cuda.py` -> a fresh preflight, which unlike that script can fail;
+4. `tail -200 log/dh.log | grep -E '队列|阻塞|ERROR|GPU'` -> the same lines, counted.
+It works with and without a running service: without one, an app started by hand is looked for by its
+working directory and command line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from launcher import gpu, procs
+from launcher.control import CALL_ERRORS, Supervisor
+from launcher.masking import mask_env
+from launcher.preflight import CheckResult, run_preflight
+from launcher.rundir import RunDir, read_json, running_pid
+from launcher.settings import Settings
+from launcher.supervisor_config import PROGRAM
+
+LOG_TAIL = 200
+KEYWORDS = ("队列", "阻塞", "ERROR", "GPU")  # the write-up's grep
+SHOWN_ENV = ("LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES", "CONDA_PREFIX", "CONDA_DEFAULT_ENV", "PATH",
+             "ORT_CUDA_UNAVAILABLE")
+PROVIDER_LIB = "libonnxruntime_providers_cuda.so"
+
+
+@dataclass
+class Doctor:
+    gpus: gpu.Inventory
+    check: CheckResult
+    service: dict[str, Any]
+    app_pid: int | None
+    app_env: dict[str, str]
+    app_gpu: list[procs.GpuUse]
+    log: dict[str, Any]
+    conclusion: str = ""
+    problem: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "problem": self.problem,
+            "conclusion": self.conclusion,
+            "gpus": self.gpus.as_dict(),
+            "service": self.service,
+            "app": {"pid": self.app_pid, "environment": mask_env(self.app_env),
+                    "processes": [{"pid": u.pid, "cuda_context": u.cuda_context, "libraries": list(u.libraries),
+                                   "nvidia_devices": list(u.devices)} for u in self.app_gpu],
+                    "cuda_provider_loaded": self.provider_loaded, "cuda_context": self.cuda_context},
+            "preflight": {"ok": self.check.ok, "cause": self.check.verdict.cause,
+                          "message": self.check.verdict.message, "fix": self.check.verdict.fix or None},
+            "log": self.log,
+        }
+
+    @property
+    def provider_loaded(self) -> bool:
+        return any(lib.startswith(PROVIDER_LIB) for use in self.app_gpu for lib in use.libraries)
+
+    @property
+    def cuda_context(self) -> bool:
+        return any(use.cuda_context for use in self.app_gpu)
+
+
+def _service(run: RunDir) -> tuple[dict[str, Any], int | None]:
+    pid = running_pid(run)
+    if pid is None:
+        return {"running": False, "reason": f"no heygem-launch runs with run dir {run.path}"}, None
+    state = read_json(run.state) or {}
+    try:
+        info = Supervisor(run, timeout=2).call("getProcessInfo", PROGRAM)
+    except CALL_ERRORS as exc:
+        return {"running": True, "launcher_pid": pid, "reason": f"supervisord does not answer: {exc}"}, None
+    wrapper = info["pid"] or None
+    service = {"running": True, "launcher_pid": pid, "app_state": info["statename"],
+               "uptime_s": info["now"] - info["start"] if wrapper else 0, "restarts": state.get("restarts", 0),
+               "last_incident": state.get("last_incident")}
+    return service, procs.first_child(wrapper) if wrapper else None
+
+
+def _app_by_hand(settings: Settings) -> int | None:
+    """An app started without heygem-launch: a process in the app dir running the app's command."""
+    wanted = list(settings.app_command[1:]) or list(settings.app_command)
+    for proc in procs.all_procs():
+        try:
+            if os.readlink(f"/proc/{proc.pid}/cwd") != str(settings.app_dir):
+                continue
+            with open(f"/proc/{proc.pid}/cmdline", "rb") as handle:
+                argv = [a.decode(errors="replace") for a in handle.read().split(b"\0") if a]
+        except OSError:
+            continue
+        if argv[-len(wanted):] == wanted and proc.pid != os.getpid():
+            return proc.pid
+    return None
+
+
+def scan_log(path: Path) -> dict[str, Any]:
+    """The write-up's `tail -200 | grep -E '队列|阻塞|ERROR|GPU'`, with a count per keyword."""
+    if not path.is_file():
+        return {"path": str(path), "exists": False, "counts": {}, "lines": []}
+    with path.open("rb") as handle:
+        handle.seek(max(0, os.fstat(handle.fileno()).st_size - 256 * 1024))
+        tail = handle.read().decode("utf-8", errors="replace").splitlines()[-LOG_TAIL:]
+    pattern = re.compile("|".join(KEYWORDS))
+    matched = [line for line in tail if pattern.search(line)]
+    counts = Counter(k for line in matched for k in KEYWORDS if k in line)
+    return {"path": str(path), "exists": True, "counts": {k: counts.get(k, 0) for k in KEYWORDS},
+            "lines": matched[-15:]}
+
+
+def conclude(d: Doctor, settings: Settings) -> tuple[bool, str]:
+    """The most likely cause, from what was found, most decisive first."""
+    on_cuda = settings.require_provider != "CPUExecutionProvider"
+    blocked = d.log.get("counts", {}).get("阻塞", 0) or any(
+        settings.pattern_blocked and settings.pattern_blocked.search(line) for line in d.log.get("lines", []))
+    if d.app_pid and on_cuda and not d.cuda_context:
+        why = (f"the app's environment fails the preflight: [{d.check.verdict.cause}] {d.check.verdict.message}"
+               if not d.check.ok else "a correct environment passes the preflight now, so the app was started "
+               "with a different one: restart it under heygem-launch")
+        return True, f"the running app (pid {d.app_pid}) is on the CPU: none of its processes holds a CUDA " \
+                     f"context; {why}"
+    if d.app_pid and on_cuda and not d.provider_loaded:
+        return True, (f"the running app (pid {d.app_pid}) talks to the GPU but has not loaded ONNX Runtime's CUDA "
+                      f"provider ({PROVIDER_LIB}): its ONNX models run on the CPU")
+    if not d.check.ok:
+        return True, f"the preflight refuses [{d.check.verdict.cause}]: {d.check.verdict.message}; " \
+                     f"fix: {d.check.verdict.fix}"
+    if blocked:
+        idle = d.gpus.available and d.gpus.gpus and all(g.utilization_percent == 0 for g in d.gpus.gpus)
+        if idle:
+            return True, "the queue blocked while the GPU is idle: the work is not reaching the GPU"
+        return True, "the queue blocked with the GPU in use: processing is slower than the queue allows " \
+                     "(queue size, batch size, or several processes sharing the GPU)"
+    return False, "no problem found"
+
+
+def run_doctor(settings: Settings, environ: dict[str, str]) -> Doctor:
+    service, app_pid = _service(RunDir(settings.run_dir))
+    if app_pid is None:
+        app_pid = _app_by_hand(settings)
+        if app_pid is not None:
+            service["app_started_by_hand"] = app_pid
+    app_env = procs.environ_of(app_pid) if app_pid else {}
+    group = procs.read_proc(app_pid).pgrp if app_pid and procs.read_proc(app_pid) else None
+    members = procs.group_members(group) if group else []
+    uses = [u for u in (procs.gpu_use(p.pid) for p in members) if u is not None]
+    d = Doctor(gpu.inventory(), run_preflight(settings, environ), service, app_pid, app_env, uses,
+               scan_log(settings.app_log))
+    d.problem, d.conclusion = conclude(d, settings)
+    return d
+
+
+def render(d: Doctor) -> str:
+    data = d.as_dict()
+    lines = ["GPUs"]
+    if d.gpus.available:
+        lines.append(f"  driver {d.gpus.driver_version}, CUDA {d.gpus.cuda_driver_version}")
+        lines += [f"  [{g.index}] {g.name}: util {g.utilization_percent}%, {g.memory_used_mib}/{g.memory_total_mib} "
+                  f"MiB, {g.processes} processes" for g in d.gpus.gpus] or ["  none visible"]
+    else:
+        lines.append(f"  none: {d.gpus.reason}")
+    lines += ["", "Service"]
+    s = d.service
+    if s.get("running") and "app_state" in s:
+        lines.append(f"  heygem-launch pid {s['launcher_pid']}; app {s['app_state']} pid {d.app_pid}, "
+                     f"up {s['uptime_s']} s, {s['restarts']} restarts")
+    else:
+        lines.append(f"  {s.get('reason')}" + (f"; an app started by hand runs as pid {d.app_pid}"
+                                                if s.get("app_started_by_hand") else ""))
+    lines += ["", "The running app's environment" + (f" (/proc/{d.app_pid}/environ)" if d.app_pid else "")]
+    env = data["app"]["environment"]
+    lines += [f"  {k}={env[k]}" for k in SHOWN_ENV if k in env] if d.app_pid else ["  no app process found"]
+    lines += ["", "CUDA in the app's processes"]
+    for use in d.app_gpu:
+        what = ", ".join(use.libraries + use.devices) or "no CUDA library mapped, no NVIDIA device open"
+        lines.append(f"  pid {use.pid}: {what}")
+    if not d.app_gpu:
+        lines.append("  no app process found")
+    lines += ["", "Fresh preflight"]
+    lines.append(f"  OK: {d.check.verdict.message}" if d.check.ok
+                 else f"  REFUSED [{d.check.verdict.cause}]: {d.check.verdict.message}\n  fix: {d.check.verdict.fix}")
+    lines += ["", f"Log {d.log['path']} (last {LOG_TAIL} lines)"]
+    if d.log["exists"]:
+        lines.append("  " + ", ".join(f"{k} {n}" for k, n in d.log["counts"].items()))
+        lines += [f"  | {line[:200]}" for line in d.log["lines"]]
+    else:
+        lines.append("  does not exist")
+    lines += ["", f"Conclusion: {d.conclusion}"]
+    return "\n".join(lines)

@@ -1,0 +1,100 @@
+"""`heygem-launch doctor` on this machine (no driver): with no service, with a service, with an app started by
+hand, as in the original incident."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+from tests import harness
+from tests.conftest import LAUNCH, clean_environ
+from tests.harness import APP, free_port, wait_for
+
+
+def doctor(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*LAUNCH, "doctor", *args],
+        env=clean_environ(**env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_without_a_service_says_there_is_no_driver_and_reports_the_rest(app_dir: Path, ort_env: Path) -> None:
+    (app_dir / "log").mkdir()
+    (app_dir / "log" / "dh.log").write_text(
+        "[2025-11-09 17:29:40,294] [a.py[line:1]] [INFO] [drivered_video 发送数据大小:[1], current_idx:10]\n"
+        "[2025-11-09 17:30:40,324] [a.py[line:2]] [ERROR] [任务视频驱动队列满，严重阻塞，下游队列异常]\n"
+    )
+    result = doctor(app_dir, HEYGEM_CONDA_ENV=str(ort_env), HEYGEM_RUN_DIR=str(app_dir.parent / "run"))
+    assert result.returncode == 69, result.stderr
+    out = result.stdout
+    assert "none: no NVIDIA driver: libnvidia-ml.so.1 not found" in out
+    assert "no heygem-launch runs with run dir" in out
+    assert "REFUSED [cuda_libraries_missing]" in out
+    assert "队列 1, 阻塞 1, ERROR 1, GPU 0" in out
+    assert out.strip().splitlines()[-1].startswith("Conclusion: the preflight refuses [cuda_libraries_missing]")
+    doc = json.loads(
+        doctor(app_dir, "--json", HEYGEM_CONDA_ENV=str(ort_env), HEYGEM_RUN_DIR=str(app_dir.parent / "run")).stdout
+    )
+    assert doc["problem"] is True and doc["gpus"]["available"] is False
+    assert doc["preflight"]["cause"] == "cuda_libraries_missing"
+    assert doc["log"]["counts"]["阻塞"] == 1
+
+
+def test_with_a_service_reads_the_running_apps_real_environment(tmp_path: Path, ort_env: Path) -> None:
+    service = harness.start(
+        tmp_path,
+        ort_env,
+        env={"HEYGEM_PREFLIGHT": "skip", "HEYGEM_GPU_GRACE": "600", "HEYGEM_REQUIRE_PROVIDER": "CUDAExecutionProvider"},
+    )
+    try:
+        info = service.wait_app()
+        result = doctor(service.app_dir, "--json", HEYGEM_CONDA_ENV=str(ort_env), HEYGEM_RUN_DIR=str(service.run_dir))
+        doc = json.loads(result.stdout)
+        assert doc["service"]["running"] is True and doc["app"]["pid"] == info["pid"]
+        real = Path(f"/proc/{info['pid']}/environ").read_bytes().decode()
+        assert f"LD_LIBRARY_PATH={doc['app']['environment']['LD_LIBRARY_PATH']}\0" in real
+        assert doc["app"]["cuda_context"] is False and len(doc["app"]["processes"]) >= 3
+        assert doc["conclusion"].startswith(f"the running app (pid {info['pid']}) is on the CPU")
+        assert "cuda_libraries_missing" in doc["conclusion"]
+    finally:
+        service.signal(signal.SIGTERM)
+        service.wait(timeout=15)
+        service.cleanup()
+
+
+def test_finds_an_app_started_by_hand(app_dir: Path, ort_env: Path) -> None:
+    """The incident's setup: `python app.py` started from a shell, no launcher."""
+    port = free_port()
+    env = clean_environ(GRADIO_SERVER_PORT=str(port), PATH=f"{ort_env}/bin:{os.environ['PATH']}")
+    app = subprocess.Popen(
+        ["python", str(APP)],
+        cwd=app_dir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_for(lambda: harness.get(port) is not None, 20, "the app")
+        result = doctor(
+            app_dir,
+            "--json",
+            HEYGEM_CONDA_ENV=str(ort_env),
+            HEYGEM_APP_COMMAND=f"python {APP}",
+            HEYGEM_RUN_DIR=str(app_dir.parent / "run"),
+        )
+        doc = json.loads(result.stdout)
+        assert doc["service"]["app_started_by_hand"] == app.pid
+        assert "LD_LIBRARY_PATH" not in doc["app"]["environment"]  # started by hand, as in the incident
+        assert doc["conclusion"].startswith(f"the running app (pid {app.pid}) is on the CPU")
+    finally:
+        os.killpg(app.pid, signal.SIGKILL)
+        app.wait()
