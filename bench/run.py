@@ -9,6 +9,9 @@ respawn:   kill -9 of the running app -> a new app process, heygem-launch's stac
 stop:      SIGTERM -> heygem-launch exits, with a well-behaved app; target < 1 s beyond the app's own stop.
 idle:      heygem-launch, supervisord and the wrapper at rest: RSS <= 60 MB in all, CPU < 1% of one core
            over --idle-seconds (default 60).
+detect:    the queue-full line -> a new app process (target median < 2 s); a stall -> a new app process
+           (HEYGEM_STALL_SECONDS=3 here; target < 3 + 2 s).
+probes:    `heygem-launch probe live|ready|startup` on a ready service (target median < 0.3 s).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from service import bench_idle, bench_respawn, bench_stop
+from watch import bench_detect, bench_probes
 
 PY = sys.executable
 NAIVE = [PY, "-c", "import onnxruntime; print(onnxruntime.get_available_providers())"]
@@ -85,6 +89,8 @@ BENCHES: dict[str, Callable[[argparse.Namespace], dict[str, object]]] = {
     "respawn": lambda a: bench_respawn(min(a.rounds, 10)),
     "stop": lambda a: bench_stop(min(a.rounds, 7)),
     "idle": lambda a: bench_idle(a.idle_seconds),
+    "detect": lambda a: bench_detect(min(a.rounds, 7)),
+    "probes": lambda a: bench_probes(a.rounds),
 }
 
 

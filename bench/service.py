@@ -64,7 +64,7 @@ def answers(port: int) -> bool:
 class Stack:
     """Either heygem-launch (the whole stack) or supervisord alone, running the test app."""
 
-    def __init__(self, kind: str, workdir: Path) -> None:
+    def __init__(self, kind: str, workdir: Path, extra_env: dict[str, str] | None = None) -> None:
         self.kind, self.port = kind, free_port()
         workdir.mkdir(parents=True, exist_ok=True)
         env = {
@@ -78,7 +78,9 @@ class Stack:
             "HEYGEM_STOP_GRACE": "5",
             "HEYGEM_MAX_RESTARTS": "1000",
             "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+            **(extra_env or {}),
         }
+        self.env = env
         if kind == "launcher":
             cmd = [sys.executable, "-m", "launcher"]
         else:

@@ -1,0 +1,86 @@
+"""Watchdog benchmarks: queue-full line -> new app pid, stall -> restart, and probe latency."""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from service import Stack, app_pids, wait_until
+
+STALL_SECONDS = 3.0
+
+
+def emit(stack: Stack, kind: str) -> None:
+    with urllib.request.urlopen(f"http://127.0.0.1:{stack.port}/emit/{kind}", timeout=5):
+        pass
+
+
+def _new_app(stack: Stack, old: int) -> int:
+    return wait_until(lambda: next((p for p in app_pids() if p != old and p in stack.descendants()), None),
+                      timeout=30)
+
+
+def bench_detect(rounds: int) -> dict[str, object]:
+    """The line arrives -> the next app process exists; then a stall -> the next app process exists."""
+    blocked, stall = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        stack = Stack("launcher", Path(tmp) / "detect", {"HEYGEM_STALL_SECONDS": str(STALL_SECONDS)})
+        try:
+            for _ in range(rounds):
+                old = stack.app()
+                wait_until(lambda s=stack: _ready(s), timeout=30, interval=0.05)
+                started = time.perf_counter()
+                emit(stack, "queue-full")
+                old = _new_app(stack, old)
+                blocked.append(time.perf_counter() - started)
+
+                wait_until(lambda s=stack: _ready(s), timeout=30, interval=0.05)
+                emit(stack, "task-start")
+                emit(stack, "progress")
+                last = time.perf_counter()
+                _new_app(stack, old)
+                stall.append(time.perf_counter() - last)
+        finally:
+            stack.stop()
+    blocked_median, stall_median = statistics.median(blocked), statistics.median(stall)
+    return {"queue_full_to_new_pid_median_s": round(blocked_median, 3), "queue_full_max_s": round(max(blocked), 3),
+            "queue_full_target_s": 2.0, "stall_seconds": STALL_SECONDS,
+            "stall_to_new_pid_median_s": round(stall_median, 3), "stall_max_s": round(max(stall), 3),
+            "stall_target_s": STALL_SECONDS + 2,
+            "pass": blocked_median < 2.0 and max(stall) < STALL_SECONDS + 2}
+
+
+def _ready(stack: Stack) -> bool:
+    return _probe(stack, "ready")[0] == 0
+
+
+def _probe(stack: Stack, kind: str) -> tuple[int, float]:
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "launcher", "probe", kind], env=stack.env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    return proc.returncode, time.perf_counter() - started
+
+
+def bench_probes(rounds: int) -> dict[str, object]:
+    """`heygem-launch probe live|ready|startup` against a ready service, interleaved."""
+    times: dict[str, list[float]] = {"live": [], "ready": [], "startup": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        stack = Stack("launcher", Path(tmp) / "probes")
+        try:
+            wait_until(lambda: _ready(stack), timeout=30, interval=0.05)
+            for _ in range(rounds):
+                for kind in times:
+                    code, elapsed = _probe(stack, kind)
+                    if code != 0:
+                        raise SystemExit(f"probe {kind} failed on a ready service")
+                    times[kind].append(elapsed)
+        finally:
+            stack.stop()
+    medians = {k: round(statistics.median(v), 3) for k, v in times.items()}
+    return {**{f"{k}_median_s": v for k, v in medians.items()}, "target_s": 0.3,
+            "pass": max(medians.values()) < 0.3}
