@@ -97,6 +97,7 @@ class Service:
         self.gpu_checked = False
         self.app_started = False
         self.saved_ready = False
+        self.log_watched = False  # inotify on the app log's folder (it may not exist yet)
 
     @property
     def fallback_guard(self) -> bool:
@@ -215,13 +216,12 @@ class Service:
             # to do (measured: ~1.6 ms a wakeup on this project's VMs), and the launcher idles for days.
             changes = INotify(nonblocking=True)
             changes.add_watch(str(self.run.path), WATCH)
-            log_watched = False
             while True:
-                if not log_watched:
-                    log_watched = self.watch_log_folder(changes)
+                if not self.log_watched:
+                    self.log_watched = self.watch_log_folder(changes)
                 watched = [wake_r, supervisord_fd, changes.fileno()]
                 watched += [self.app_pidfd] if self.app_pidfd is not None else []
-                ready, _, _ = select.select(watched, [], [], self.timeout(log_watched))
+                ready, _, _ = select.select(watched, [], [], self.timeout(self.log_watched))
                 with contextlib.suppress(BlockingIOError):
                     while os.read(wake_r, 512):
                         pass
@@ -508,6 +508,10 @@ class Service:
         """Point supervisord at the new environment and restart the app group (supervisorctl's `update`)."""
         self.write_generation(self.settings, check.app.env)
         self.watchdog = Watchdog(self.settings, fallback_guard=self.fallback_guard)  # new patterns, if any
+        if self.app_log.path != self.settings.app_log:
+            self.app_log.close()
+            self.app_log = Follower(self.settings.app_log, from_end=self.settings.app_log.exists())
+            self.log_watched = False
         self.expect_new_app()
         self.supervisor.call("reloadConfig")
         with contextlib.suppress(xmlrpc.client.Fault):  # already stopped (FATAL, BACKOFF) is fine

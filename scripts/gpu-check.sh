@@ -16,7 +16,7 @@ if [ "${1:-run}" = prepare ]; then
     grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
     python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --platform any \
-        -d "$carry" python-dotenv supervisor pyelftools
+        -d "$carry" python-dotenv supervisor pyelftools inotify_simple
     python3 -m pip wheel -q --no-deps -w "$carry" .
     python3 -c 'import sys; sys.path.insert(0, "tests"); from pathlib import Path; import stubelf
 stubelf.make_stub(Path(sys.argv[1]), stubelf.NEEDED_1_31)' "$carry/provider-stub.so"
@@ -32,6 +32,7 @@ echo "== nvidia-smi"; nvidia-smi --query-gpu=name,driver_version,memory.total --
 echo "== pytest -m gpu"
 status=0
 timeout 300 python3 -m pytest -p no:cacheprovider -m gpu -v -s tests/test_gpu.py || status=$?
+echo "== heygem-launch doctor"; timeout 120 python3 -m launcher doctor --conda-env "" || true
 echo "== heygem-launch --check-only (this interpreter's env)"
 rc=0
 timeout 120 python3 -m launcher --check-only --conda-env "" || rc=$?

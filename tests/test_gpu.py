@@ -70,3 +70,31 @@ def test_check_only_on_a_gpu_machine(launch) -> None:
     else:
         assert run.returncode == 69
         assert doc["cause"] in (causes.ONNXRUNTIME_CPU_ONLY, causes.ONNXRUNTIME_MISSING)
+
+
+def test_a_real_cuda_context_is_seen_from_proc() -> None:
+    """What the runtime fallback guard relies on: libcuda.so mapped and /dev/nvidia* open, read from /proc."""
+    import subprocess
+
+    from launcher.procs import gpu_use
+
+    pytest.importorskip("torch")
+    code = "import sys, torch; torch.zeros(1, device='cuda'); print('up', flush=True); sys.stdin.read()"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "up"
+        use = gpu_use(proc.pid)
+        print("gpu use:", use)
+        assert use is not None and use.cuda_context
+        assert any(lib.startswith("libcuda.so") for lib in use.libraries)
+        assert any(dev.startswith("/dev/nvidia") for dev in use.devices)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_doctor_reports_the_gpu_table(launch) -> None:
+    run = launch("doctor", "--json", env={"HEYGEM_CONDA_ENV": ""})
+    doc = run.json
+    print(run.stdout[-3000:])
+    assert doc["gpus"]["available"] and doc["gpus"]["gpus"][0]["memory_total_mib"] > 0
