@@ -21,8 +21,7 @@ def emit(stack: Stack, kind: str) -> None:
 
 
 def _new_app(stack: Stack, old: int) -> int:
-    return wait_until(lambda: next((p for p in app_pids() if p != old and p in stack.descendants()), None),
-                      timeout=30)
+    return wait_until(lambda: next((p for p in app_pids() if p != old and p in stack.descendants()), None), timeout=30)
 
 
 def bench_detect(rounds: int) -> dict[str, object]:
@@ -48,11 +47,16 @@ def bench_detect(rounds: int) -> dict[str, object]:
         finally:
             stack.stop()
     blocked_median, stall_median = statistics.median(blocked), statistics.median(stall)
-    return {"queue_full_to_new_pid_median_s": round(blocked_median, 3), "queue_full_max_s": round(max(blocked), 3),
-            "queue_full_target_s": 2.0, "stall_seconds": STALL_SECONDS,
-            "stall_to_new_pid_median_s": round(stall_median, 3), "stall_max_s": round(max(stall), 3),
-            "stall_target_s": STALL_SECONDS + 2,
-            "pass": blocked_median < 2.0 and max(stall) < STALL_SECONDS + 2}
+    return {
+        "queue_full_to_new_pid_median_s": round(blocked_median, 3),
+        "queue_full_max_s": round(max(blocked), 3),
+        "queue_full_target_s": 2.0,
+        "stall_seconds": STALL_SECONDS,
+        "stall_to_new_pid_median_s": round(stall_median, 3),
+        "stall_max_s": round(max(stall), 3),
+        "stall_target_s": STALL_SECONDS + 2,
+        "pass": blocked_median < 2.0 and max(stall) < STALL_SECONDS + 2,
+    }
 
 
 def _ready(stack: Stack) -> bool:
@@ -61,8 +65,13 @@ def _ready(stack: Stack) -> bool:
 
 def _probe(stack: Stack, kind: str) -> tuple[int, float]:
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "launcher", "probe", kind], env=stack.env,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "launcher", "probe", kind],
+        env=stack.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=False,
+    )
     return proc.returncode, time.perf_counter() - started
 
 
@@ -82,5 +91,4 @@ def bench_probes(rounds: int) -> dict[str, object]:
         finally:
             stack.stop()
     medians = {k: round(statistics.median(v), 3) for k, v in times.items()}
-    return {**{f"{k}_median_s": v for k, v in medians.items()}, "target_s": 0.3,
-            "pass": max(medians.values()) < 0.3}
+    return {**{f"{k}_median_s": v for k, v in medians.items()}, "target_s": 0.3, "pass": max(medians.values()) < 0.3}

@@ -27,8 +27,14 @@ from launcher.supervisor_config import PROGRAM
 
 LOG_TAIL = 200
 KEYWORDS = ("队列", "阻塞", "ERROR", "GPU")  # the write-up's grep
-SHOWN_ENV = ("LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES", "CONDA_PREFIX", "CONDA_DEFAULT_ENV", "PATH",
-             "ORT_CUDA_UNAVAILABLE")
+SHOWN_ENV = (
+    "LD_LIBRARY_PATH",
+    "CUDA_VISIBLE_DEVICES",
+    "CONDA_PREFIX",
+    "CONDA_DEFAULT_ENV",
+    "PATH",
+    "ORT_CUDA_UNAVAILABLE",
+)
 PROVIDER_LIB = "libonnxruntime_providers_cuda.so"
 
 
@@ -51,12 +57,27 @@ class Doctor:
             "conclusion": self.conclusion,
             "gpus": self.gpus.as_dict(),
             "service": self.service,
-            "app": {"pid": self.app_pid, "environment": mask_env(self.app_env),
-                    "processes": [{"pid": u.pid, "cuda_context": u.cuda_context, "libraries": list(u.libraries),
-                                   "nvidia_devices": list(u.devices)} for u in self.app_gpu],
-                    "cuda_provider_loaded": self.provider_loaded, "cuda_context": self.cuda_context},
-            "preflight": {"ok": self.check.ok, "cause": self.check.verdict.cause,
-                          "message": self.check.verdict.message, "fix": self.check.verdict.fix or None},
+            "app": {
+                "pid": self.app_pid,
+                "environment": mask_env(self.app_env),
+                "processes": [
+                    {
+                        "pid": u.pid,
+                        "cuda_context": u.cuda_context,
+                        "libraries": list(u.libraries),
+                        "nvidia_devices": list(u.devices),
+                    }
+                    for u in self.app_gpu
+                ],
+                "cuda_provider_loaded": self.provider_loaded,
+                "cuda_context": self.cuda_context,
+            },
+            "preflight": {
+                "ok": self.check.ok,
+                "cause": self.check.verdict.cause,
+                "message": self.check.verdict.message,
+                "fix": self.check.verdict.fix or None,
+            },
             "log": self.log,
         }
 
@@ -79,9 +100,14 @@ def _service(run: RunDir) -> tuple[dict[str, Any], int | None]:
     except CALL_ERRORS as exc:
         return {"running": True, "launcher_pid": pid, "reason": f"supervisord does not answer: {exc}"}, None
     wrapper = info["pid"] or None
-    service = {"running": True, "launcher_pid": pid, "app_state": info["statename"],
-               "uptime_s": info["now"] - info["start"] if wrapper else 0, "restarts": state.get("restarts", 0),
-               "last_incident": state.get("last_incident")}
+    service = {
+        "running": True,
+        "launcher_pid": pid,
+        "app_state": info["statename"],
+        "uptime_s": info["now"] - info["start"] if wrapper else 0,
+        "restarts": state.get("restarts", 0),
+        "last_incident": state.get("last_incident"),
+    }
     return service, procs.first_child(wrapper) if wrapper else None
 
 
@@ -96,7 +122,7 @@ def _app_by_hand(settings: Settings) -> int | None:
                 argv = [a.decode(errors="replace") for a in handle.read().split(b"\0") if a]
         except OSError:
             continue
-        if argv[-len(wanted):] == wanted and proc.pid != os.getpid():
+        if argv[-len(wanted) :] == wanted and proc.pid != os.getpid():
             return proc.pid
     return None
 
@@ -111,33 +137,50 @@ def scan_log(path: Path) -> dict[str, Any]:
     pattern = re.compile("|".join(KEYWORDS))
     matched = [line for line in tail if pattern.search(line)]
     counts = Counter(k for line in matched for k in KEYWORDS if k in line)
-    return {"path": str(path), "exists": True, "counts": {k: counts.get(k, 0) for k in KEYWORDS},
-            "lines": matched[-15:]}
+    return {
+        "path": str(path),
+        "exists": True,
+        "counts": {k: counts.get(k, 0) for k in KEYWORDS},
+        "lines": matched[-15:],
+    }
 
 
 def conclude(d: Doctor, settings: Settings) -> tuple[bool, str]:
     """The most likely cause, from what was found, most decisive first."""
     on_cuda = settings.require_provider != "CPUExecutionProvider"
     blocked = d.log.get("counts", {}).get("阻塞", 0) or any(
-        settings.pattern_blocked and settings.pattern_blocked.search(line) for line in d.log.get("lines", []))
+        settings.pattern_blocked and settings.pattern_blocked.search(line) for line in d.log.get("lines", [])
+    )
     if d.app_pid and on_cuda and not d.cuda_context:
-        why = (f"the app's environment fails the preflight: [{d.check.verdict.cause}] {d.check.verdict.message}"
-               if not d.check.ok else "a correct environment passes the preflight now, so the app was started "
-               "with a different one: restart it under heygem-launch")
-        return True, f"the running app (pid {d.app_pid}) is on the CPU: none of its processes holds a CUDA " \
-                     f"context; {why}"
+        why = (
+            f"the app's environment fails the preflight: [{d.check.verdict.cause}] {d.check.verdict.message}"
+            if not d.check.ok
+            else "a correct environment passes the preflight now, so the app was started "
+            "with a different one: restart it under heygem-launch"
+        )
+        return (
+            True,
+            f"the running app (pid {d.app_pid}) is on the CPU: none of its processes holds a CUDA context; {why}",
+        )
     if d.app_pid and on_cuda and not d.provider_loaded:
-        return True, (f"the running app (pid {d.app_pid}) talks to the GPU but has not loaded ONNX Runtime's CUDA "
-                      f"provider ({PROVIDER_LIB}): its ONNX models run on the CPU")
+        return True, (
+            f"the running app (pid {d.app_pid}) talks to the GPU but has not loaded ONNX Runtime's CUDA "
+            f"provider ({PROVIDER_LIB}): its ONNX models run on the CPU"
+        )
     if not d.check.ok:
-        return True, f"the preflight refuses [{d.check.verdict.cause}]: {d.check.verdict.message}; " \
-                     f"fix: {d.check.verdict.fix}"
+        return (
+            True,
+            f"the preflight refuses [{d.check.verdict.cause}]: {d.check.verdict.message}; fix: {d.check.verdict.fix}",
+        )
     if blocked:
         idle = d.gpus.available and d.gpus.gpus and all(g.utilization_percent == 0 for g in d.gpus.gpus)
         if idle:
             return True, "the queue blocked while the GPU is idle: the work is not reaching the GPU"
-        return True, "the queue blocked with the GPU in use: processing is slower than the queue allows " \
-                     "(queue size, batch size, or several processes sharing the GPU)"
+        return (
+            True,
+            "the queue blocked with the GPU in use: processing is slower than the queue allows "
+            "(queue size, batch size, or several processes sharing the GPU)",
+        )
     return False, "no problem found"
 
 
@@ -151,8 +194,9 @@ def run_doctor(settings: Settings, environ: dict[str, str]) -> Doctor:
     group = procs.read_proc(app_pid).pgrp if app_pid and procs.read_proc(app_pid) else None
     members = procs.group_members(group) if group else []
     uses = [u for u in (procs.gpu_use(p.pid) for p in members) if u is not None]
-    d = Doctor(gpu.inventory(), run_preflight(settings, environ), service, app_pid, app_env, uses,
-               scan_log(settings.app_log))
+    d = Doctor(
+        gpu.inventory(), run_preflight(settings, environ), service, app_pid, app_env, uses, scan_log(settings.app_log)
+    )
     d.problem, d.conclusion = conclude(d, settings)
     return d
 
@@ -162,18 +206,25 @@ def render(d: Doctor) -> str:
     lines = ["GPUs"]
     if d.gpus.available:
         lines.append(f"  driver {d.gpus.driver_version}, CUDA {d.gpus.cuda_driver_version}")
-        lines += [f"  [{g.index}] {g.name}: util {g.utilization_percent}%, {g.memory_used_mib}/{g.memory_total_mib} "
-                  f"MiB, {g.processes} processes" for g in d.gpus.gpus] or ["  none visible"]
+        lines += [
+            f"  [{g.index}] {g.name}: util {g.utilization_percent}%, {g.memory_used_mib}/{g.memory_total_mib} "
+            f"MiB, {g.processes} processes"
+            for g in d.gpus.gpus
+        ] or ["  none visible"]
     else:
         lines.append(f"  none: {d.gpus.reason}")
     lines += ["", "Service"]
     s = d.service
     if s.get("running") and "app_state" in s:
-        lines.append(f"  heygem-launch pid {s['launcher_pid']}; app {s['app_state']} pid {d.app_pid}, "
-                     f"up {s['uptime_s']} s, {s['restarts']} restarts")
+        lines.append(
+            f"  heygem-launch pid {s['launcher_pid']}; app {s['app_state']} pid {d.app_pid}, "
+            f"up {s['uptime_s']} s, {s['restarts']} restarts"
+        )
     else:
-        lines.append(f"  {s.get('reason')}" + (f"; an app started by hand runs as pid {d.app_pid}"
-                                                if s.get("app_started_by_hand") else ""))
+        lines.append(
+            f"  {s.get('reason')}"
+            + (f"; an app started by hand runs as pid {d.app_pid}" if s.get("app_started_by_hand") else "")
+        )
     lines += ["", "The running app's environment" + (f" (/proc/{d.app_pid}/environ)" if d.app_pid else "")]
     env = data["app"]["environment"]
     lines += [f"  {k}={env[k]}" for k in SHOWN_ENV if k in env] if d.app_pid else ["  no app process found"]
@@ -184,8 +235,11 @@ def render(d: Doctor) -> str:
     if not d.app_gpu:
         lines.append("  no app process found")
     lines += ["", "Fresh preflight"]
-    lines.append(f"  OK: {d.check.verdict.message}" if d.check.ok
-                 else f"  REFUSED [{d.check.verdict.cause}]: {d.check.verdict.message}\n  fix: {d.check.verdict.fix}")
+    lines.append(
+        f"  OK: {d.check.verdict.message}"
+        if d.check.ok
+        else f"  REFUSED [{d.check.verdict.cause}]: {d.check.verdict.message}\n  fix: {d.check.verdict.fix}"
+    )
     lines += ["", f"Log {d.log['path']} (last {LOG_TAIL} lines)"]
     if d.log["exists"]:
         lines.append("  " + ", ".join(f"{k} {n}" for k, n in d.log["counts"].items()))
