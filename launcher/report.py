@@ -7,6 +7,17 @@ from typing import Any
 
 from launcher.preflight import CheckResult
 
+# Settings that decide the check; the others are shown when they are not at their default (all in --json).
+_CHECK_SETTINGS = (
+    "HEYGEM_CONDA_ROOT",
+    "HEYGEM_CONDA_ENV",
+    "HEYGEM_APP_DIR",
+    "HEYGEM_APP_COMMAND",
+    "HEYGEM_REQUIRE_PROVIDER",
+    "HEYGEM_EXTRA_LIBRARY_PATH",
+    "HEYGEM_PREFLIGHT_TIMEOUT",
+    "HEYGEM_ENV_FILE",
+)
 # Variables a person needs to see to understand the app's environment; the rest is in --json.
 _SHOWN_ENV = (
     "PATH",
@@ -32,6 +43,8 @@ def render_check(result: CheckResult) -> str:
     add("Settings")
     for key, value in data["settings"].items():
         source = result.settings.sources.get(key, "")
+        if key not in _CHECK_SETTINGS and source in ("", "default"):
+            continue
         add(f"  {key:<27} {value or '(empty)'}" + (f"   [{source}]" if source and source != "default" else ""))
 
     conda = data["conda_env"]
