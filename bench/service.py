@@ -6,6 +6,7 @@ there is a baseline (supervisord alone, same app, same settings) measures both i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -134,10 +135,14 @@ def bench_respawn(rounds: int) -> dict[str, object]:
                 for kind, stack in stacks.items():  # interleaved
                     old = stack.app()
                     time.sleep(1.3)  # past startsecs: a crash of a running app
+                    workers = _children(old)
                     started = time.perf_counter()
                     os.kill(old, signal.SIGKILL)
                     wait_until(lambda s=stack, o=old: any(p != o for p in app_pids() if p in s.descendants()))
                     times[kind].append(time.perf_counter() - started)
+                    for pid in workers:  # supervisord alone leaves them running: exactly the problem
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGKILL)
                     wait_until(lambda s=stack: answers(s.port), timeout=30, interval=0.02)
         finally:
             for stack in stacks.values():
@@ -173,6 +178,13 @@ def bench_stop(rounds: int) -> dict[str, object]:
         "target_beyond_app_s": 1.0,
         "pass": overhead < 1.0,
     }
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
 
 
 def _zombie(pid: int) -> bool:

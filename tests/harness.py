@@ -22,6 +22,19 @@ APP = Path(__file__).resolve().parent / "heygem_like_app.py"
 T = TypeVar("T")
 
 
+def can_make_pid_namespace() -> bool:
+    """`unshare --pid` needs CAP_SYS_ADMIN (root here and in CI)."""
+    try:
+        return (
+            subprocess.run(
+                ["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True, timeout=10, check=False
+            ).returncode
+            == 0
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -26,26 +26,24 @@ def instructions() -> list[tuple[str, str]]:
     return out
 
 
-def test_entrypoint_execs_heygem_launch_with_its_arguments_under_tini() -> None:
+def entrypoint(*args: str) -> subprocess.CompletedProcess[str]:
+    """entrypoint.sh as the image runs it: under `tini -g`, with heygem-launch on PATH."""
     env = {**os.environ, "PATH": f"{Path(LAUNCH[0]).parent}:{os.environ['PATH']}"}
-    result = subprocess.run(
-        ["tini", "-g", "--", "sh", str(REPO / "entrypoint.sh"), "--version"],
+    return subprocess.run(
+        ["tini", "-g", "--", "sh", str(REPO / "entrypoint.sh"), *args],
         env=env,
         capture_output=True,
         text=True,
         check=False,
     )
+
+
+def test_entrypoint_execs_heygem_launch_with_its_arguments_under_tini() -> None:
+    result = entrypoint("--version")
     assert result.returncode == 0, result.stderr
     assert "version" in result.stdout
     # Exit codes pass through tini unchanged: a usage error is 64.
-    bad = subprocess.run(
-        ["tini", "-g", "--", "sh", str(REPO / "entrypoint.sh"), "--bogus"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert bad.returncode == 64
+    assert entrypoint("--bogus").returncode == 64
 
 
 def test_dockerfile_runs_tini_as_pid_1_and_sets_the_defaults() -> None:
