@@ -23,9 +23,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, BinaryIO, TextIO
 
-from inotify_simple import INotify, flags
+from inotify_simple import INotify
 
-from launcher import exitcodes, incident, procs
+from launcher import exitcodes, procs
 from launcher.control import CALL_ERRORS, Supervisor, new_credentials
 from launcher.errors import LaunchError
 from launcher.follow import Follower
@@ -34,13 +34,12 @@ from launcher.report import render_check
 from launcher.rundir import RunDir, prepare, running_pid, write_json, write_pidfile, write_private
 from launcher.settings import Settings, load_settings
 from launcher.supervisor_config import PROGRAM, Credentials, render
-from launcher.watchdog import CPU_FALLBACK, Incident, Watchdog
+from launcher.watchdog import CPU_FALLBACK, Incident
+from launcher.watching import AppWatch
 
-WATCH = flags.MODIFY | flags.CREATE | flags.MOVED_TO
 TICK = 0.25  # while the app is between states
 IDLE_TIMEOUT = 30.0  # otherwise only a safety net: pidfds, signals and inotify wake the loop
 UNWATCHED_POLL = 1.0  # while the app's log folder does not exist yet, so inotify cannot watch it
-CPU = "CPUExecutionProvider"
 EXITED = re.compile(rf"exited: {PROGRAM} \((.*)\)$")
 SUPERVISORD_START_TIMEOUT = 15.0
 
@@ -83,38 +82,18 @@ class Service:
         self.restart_future: Future[RestartOutcome] | None = None
         self.restart_pending = False
         self.restart_result: dict[str, Any] | None = None
-        self.follower = Follower(self.run.app_log)
         # supervisord's own log says how the app ended ("exited: app (terminated by SIGKILL; not expected)");
         # getProcessInfo forgets it as soon as the app is respawned.
         self.supervisord_log = Follower(self.run.supervisord_log)
         self.exit_reason = ""
         self.started_at = time.time()
-        # HeyGem's own log; lines already in it at start belong to an earlier run.
-        self.app_log = Follower(settings.app_log, from_end=settings.app_log.exists())
-        self.watchdog = Watchdog(settings, fallback_guard=self.fallback_guard)
-        self.open_incident: dict[str, Any] | None = None  # from the trigger until the new app is ready
-        self.last_incident: dict[str, Any] | None = None
-        self.gpu_checked = False
+        self.watch = AppWatch(settings, self.run, out)
         self.app_started = False
-        self.saved_ready = False
-        self.log_watched = False  # inotify on the app log's folder (it may not exist yet)
-
-    @property
-    def fallback_guard(self) -> bool:
-        """The runtime CPU-fallback guard; off when the CPU is what was asked for."""
-        return self.settings.require_provider != CPU
 
     # -- output ---------------------------------------------------------------------------------------
     def log(self, message: str) -> None:
         self.err.write(f"heygem-launch: {message}\n")
         self.err.flush()
-
-    def copy_output(self, final: bool = False) -> list[bytes]:
-        lines = self.follower.read() + (self.follower.flush() if final else [])
-        if lines:
-            self.out.write(b"\n".join(lines) + b"\n")
-            self.out.flush()
-        return lines
 
     def save_state(self) -> None:
         verdict = self.check.verdict
@@ -130,10 +109,7 @@ class Service:
                 "wrapper_pid": self.app_pid,
                 "app_port": self.check.app.port,
                 "app_started": self.app_started,
-                "ready": self.watchdog.ready,
-                "ready_at": self.watchdog.ready_at,
-                "incident": self.open_incident,
-                "last_incident": self.last_incident,
+                **self.watch.state(),
                 "preflight": {
                     "skipped": self.check.probe.report.get("skipped", False),
                     "ok": verdict.ok,
@@ -215,19 +191,18 @@ class Service:
             # Woken by what happens, not by a clock: each timed wakeup costs CPU even when there is nothing
             # to do (measured: ~1.6 ms a wakeup on this project's VMs), and the launcher idles for days.
             changes = INotify(nonblocking=True)
-            changes.add_watch(str(self.run.path), WATCH)
+            self.watch.watch_folders(changes)
             while True:
-                if not self.log_watched:
-                    self.log_watched = self.watch_log_folder(changes)
+                self.watch.watch_log_folder(changes)
                 watched = [wake_r, supervisord_fd, changes.fileno()]
                 watched += [self.app_pidfd] if self.app_pidfd is not None else []
-                ready, _, _ = select.select(watched, [], [], self.timeout(self.log_watched))
+                ready, _, _ = select.select(watched, [], [], self.timeout())
                 with contextlib.suppress(BlockingIOError):
                     while os.read(wake_r, 512):
                         pass
                 changes.read(timeout=0)
                 signals, received[:] = set(received), []
-                found = self.read_lines()
+                found = self.watch.read()
                 if signals & {signal.SIGTERM, signal.SIGINT}:
                     name = "SIGTERM" if signal.SIGTERM in signals else "SIGINT"
                     self.log(f"{name}: stopping the app (grace {self.settings.stop_grace} s)")
@@ -245,93 +220,42 @@ class Service:
                 if failure:
                     self.log(failure)
                     return self.stop(exitcodes.SOFTWARE)
-                found = found or self.watchdog.check(time.time()) or self.check_gpu_context(time.time())
+                found = found or self.watch.check(time.time(), self.app_pid)
                 if found:
                     code = self.handle_incident(found)
                     if code is not None:
                         return code
-                self.note_readiness()
+                if self.watch.readiness_changed():
+                    if self.watch.saved_ready:
+                        self.log(f"app ready (markers seen: {', '.join(self.settings.ready_markers)})")
+                    self.save_state()
         finally:
             signal.set_wakeup_fd(-1)
             self.executor.shutdown(wait=False, cancel_futures=True)
 
-    def watch_log_folder(self, changes: INotify) -> bool:
-        """inotify on the app log's folder once it exists (HeyGem creates ./log at start)."""
-        try:
-            changes.add_watch(str(self.settings.app_log.parent), WATCH)
-        except OSError:
-            return False
-        return True
-
-    def timeout(self, log_watched: bool) -> float:
+    def timeout(self) -> float:
         """How long select() may sleep: until the next thing that is due, without waking for nothing."""
         if self.settling():
             return TICK
         now = time.time()
-        due = [d for d in (self.watchdog.stall_deadline(), self.gpu_deadline()) if d is not None]
-        timeout = min([IDLE_TIMEOUT, *(max(0.0, d - now) for d in due)])
-        return timeout if log_watched else min(timeout, UNWATCHED_POLL)
-
-    def read_lines(self) -> Incident | None:
-        """Copy the app's output to stdout and feed it and HeyGem's log to the watchdog."""
-        now = time.time()
-        found = None
-        for source, lines in (("output", self.copy_output()), ("log", self.app_log.read())):
-            for raw in lines:
-                incident_found = self.watchdog.feed(raw.decode("utf-8", errors="replace"), now, source)
-                found = found or incident_found
-        return found
-
-    def gpu_deadline(self) -> float | None:
-        ready_at = self.watchdog.ready_at
-        if not self.fallback_guard or self.gpu_checked or ready_at is None or self.watchdog.incident:
-            return None
-        return ready_at + self.settings.gpu_grace
-
-    def check_gpu_context(self, now: float) -> Incident | None:
-        """HEYGEM_GPU_GRACE s after the app is ready, one of its processes must talk to the GPU driver."""
-        deadline = self.gpu_deadline()
-        if deadline is None or now < deadline or self.app_pid is None:
-            return None
-        self.gpu_checked = True
-        uses = [procs.gpu_use(p.pid) for p in procs.group_members(self.app_pid)]
-        if any(use and use.cuda_context for use in uses):
-            return None
-        return self.watchdog.open(
-            CPU_FALLBACK,
-            f"no process of the app holds a CUDA context "
-            f"{self.settings.gpu_grace:.0f} s after it was ready "
-            "(libcuda.so not mapped, no /dev/nvidia* open)",
-            now,
-        )
-
-    def note_readiness(self) -> None:
-        if self.watchdog.ready != self.saved_ready:
-            self.saved_ready = self.watchdog.ready
-            if self.saved_ready:
-                self.log(f"app ready (markers seen: {', '.join(self.settings.ready_markers)})")
-                self.open_incident = None
-            self.save_state()
+        timeout = min([IDLE_TIMEOUT, *(max(0.0, d - now) for d in self.watch.deadlines())])
+        return timeout if self.watch.log_watched else min(timeout, UNWATCHED_POLL)
 
     def handle_incident(self, found: Incident) -> int | None:
         """Snapshot first, then the cure: restart the app, or stop on a CPU fallback. An exit code to stop with."""
-        group = self.app_pid
-        app = procs.first_child(group) if group else None
-        data = incident.snapshot(found, self.watchdog, group, app, self.settings.stall_seconds)
-        path = incident.write(self.run, found, data)
-        self.log(incident.summary(found, data, path))
-        self.last_incident = {"kind": found.kind, "line": found.line, "at": found.at, "snapshot": str(path)}
+        summary, _path = self.watch.record(found, self.app_pid)
+        self.log(summary)
         if found.kind == CPU_FALLBACK:
             if self.settings.on_cpu_fallback == "warn":
                 self.log("HEYGEM_ON_CPU_FALLBACK=warn: the app keeps running, on the CPU")
-                self.watchdog.dismiss()
+                self.watch.tolerate_fallback()
                 self.save_state()
                 return None
-            self.open_incident = self.last_incident
+            self.watch.keep_open()
             self.save_state()
             self.log(f"REFUSED [provider_not_used]: the app fell back to the CPU at run time: {found.line[:300]}")
             return self.stop(exitcodes.UNAVAILABLE)
-        self.open_incident = self.last_incident
+        self.watch.keep_open()
         if self.count_restart():
             self.log(
                 f"{len(self.restarts)} restarts in {self.settings.restart_window:.0f} s "
@@ -365,11 +289,7 @@ class Service:
             self.app_pidfd = None
         self.app_pid = None
         self.exit_pending = False
-        self.new_instance()
-
-    def new_instance(self) -> None:
-        self.watchdog.reset(time.time())
-        self.gpu_checked = False
+        self.watch.new_instance()
 
     def settling(self) -> bool:
         """The app is between states (starting, exited, being replaced): supervisord must be asked often."""
@@ -385,7 +305,7 @@ class Service:
             os.close(self.app_pidfd)
             self.app_pidfd = None
             self.exit_pending = not self.deliberate
-            self.new_instance()
+            self.watch.new_instance()
             # The wrapper clears its group before it exits; if the wrapper itself was killed, we do it.
             if procs.kill_group(self.app_pid):
                 self.log(f"killed what was left of the app's process group {self.app_pid}")
@@ -450,7 +370,7 @@ class Service:
             procs.kill_group(group)  # only if something escaped supervisord's stop (killasgroup=false)
         if os.getpid() == 1:
             procs.reap_orphans(None)
-        self.copy_output(final=True)
+        self.watch.copy_output(final=True)
         self.run.pidfile.unlink(missing_ok=True)
         self.log(f"stopped (exit {code})")
         return code
@@ -507,11 +427,7 @@ class Service:
     def replace_app(self, check: CheckResult) -> None:
         """Point supervisord at the new environment and restart the app group (supervisorctl's `update`)."""
         self.write_generation(self.settings, check.app.env)
-        self.watchdog = Watchdog(self.settings, fallback_guard=self.fallback_guard)  # new patterns, if any
-        if self.app_log.path != self.settings.app_log:
-            self.app_log.close()
-            self.app_log = Follower(self.settings.app_log, from_end=self.settings.app_log.exists())
-            self.log_watched = False
+        self.watch.use(self.settings)  # new patterns and markers, if any
         self.expect_new_app()
         self.supervisor.call("reloadConfig")
         with contextlib.suppress(xmlrpc.client.Fault):  # already stopped (FATAL, BACKOFF) is fine
