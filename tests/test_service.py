@@ -3,6 +3,7 @@ real PID namespace with tini as PID 1 (`unshare --pid --fork --mount-proc`), as 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -164,3 +165,17 @@ def test_second_launcher_on_the_same_run_dir_is_refused(launch_service, tmp_path
     assert other.wait(timeout=30) == 78
     assert "in use by heygem-launch pid" in other.stderr()
     assert service.get() is not None
+
+
+def test_the_app_gets_exactly_the_environment_the_probe_passed_with(launch_service) -> None:
+    service = launch_service()
+    info = service.wait_app()
+    probed = json.loads((service.run_dir / "app-env.1.json").read_text())
+    raw = Path(f"/proc/{info['pid']}/environ").read_bytes().split(b"\0")
+    real = dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+    # Python itself sets LC_CTYPE at start when the locale is C (PEP 538): the app's doing, not ours.
+    if "LC_CTYPE" not in probed:
+        real.pop("LC_CTYPE", None)
+    assert real == probed
+    assert not any(key.startswith("SUPERVISOR_") for key in real)  # nothing of supervisord's own leaks in
+    assert real["GRADIO_SERVER_PORT"] == str(service.port)
