@@ -12,6 +12,7 @@ import click
 
 from launcher import exitcodes
 from launcher.errors import LaunchError
+from launcher.settings import SPECS
 
 # Command-line option -> setting key; flags are the top layer of the settings.
 _SETTING_OPTIONS: tuple[tuple[str, str, str], ...] = (
@@ -71,7 +72,18 @@ def _exits(func: Callable[..., int]) -> Callable[..., None]:
     return wrapper
 
 
-@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+def _settings_help() -> str:
+    """The settings, for `--help`: each is read from the environment or the .env file."""
+    lines = ["Settings (environment, or the .env file; flags above win over both):", ""]
+    lines += [f"{spec.key}: {spec.help}" for spec in SPECS]
+    return "\n\n".join(lines)
+
+
+@click.group(
+    invoke_without_command=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=_settings_help(),
+)
 @setting_options
 @click.option("--check-only", is_flag=True, help="run the preflight, print the report, and exit (same as `check`)")
 @click.option("--json", "as_json", is_flag=True, help="with --check-only: one JSON document on stdout")

@@ -108,7 +108,3 @@ class ProbeRun:
             round(time.monotonic() - self._started, 3),
             messages,
         )
-
-
-def run_probe(python: Path, env: dict[str, str], cwd: Path, provider: str, timeout: float) -> ProbeResult:
-    return ProbeRun(python, env, cwd, provider, timeout).wait()
