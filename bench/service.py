@@ -7,6 +7,7 @@ there is a baseline (supervisord alone, same app, same settings) measures both i
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import signal
 import socket
@@ -56,9 +57,10 @@ def wait_until(check, timeout: float = 30, interval: float = 0.002):  # type: ig
 
 def answers(port: int) -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=0.5):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=0.5) as response:
+            response.read()
             return True
-    except OSError:
+    except (OSError, http.client.HTTPException):  # refused, or cut off by a restart mid-answer
         return False
 
 

@@ -3,6 +3,7 @@ the container: in a new PID namespace with tini as PID 1 (`unshare --pid --fork 
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -86,7 +87,7 @@ def get(port: int, path: str = "/") -> dict[str, Any] | None:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1) as response:
             return json.loads(response.read() or b"{}")
-    except OSError:
+    except (OSError, http.client.HTTPException, ValueError):  # refused, or cut off by a restart mid-answer
         return None
 
 
