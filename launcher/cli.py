@@ -12,7 +12,7 @@ import click
 
 from launcher import exitcodes
 from launcher.errors import LaunchError
-from launcher.settings import SPECS
+from launcher.settings import SPECS, Settings, load_settings
 
 # Command-line option -> setting key; flags are the top layer of the settings.
 _SETTING_OPTIONS: tuple[tuple[str, str, str], ...] = (
@@ -49,27 +49,17 @@ def collect_flags(ctx: click.Context, params: dict[str, Any]) -> dict[str, str |
     return flags
 
 
-def _check(flags: dict[str, str | None], as_json: bool) -> int:
+def _check(settings: Settings, as_json: bool) -> int:
     # Imported here so that `--help` and usage errors stay fast.
     from launcher.preflight import run_preflight
     from launcher.report import render_check, to_json
-    from launcher.settings import load_settings
 
-    settings = load_settings(flags)
     if not as_json:
         for warning in settings.warnings:
             click.echo(f"heygem-launch: warning: {warning}", err=True)
     result = run_preflight(settings, os.environ)
     click.echo(to_json(result.as_dict()) if as_json else render_check(result))
     return exitcodes.OK if result.ok else exitcodes.UNAVAILABLE
-
-
-def _exits(func: Callable[..., int]) -> Callable[..., None]:
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> None:
-        sys.exit(func(*args, **kwargs))
-
-    return wrapper
 
 
 def _settings_help() -> str:
@@ -102,20 +92,18 @@ def cli(ctx: click.Context, check_only: bool, as_json: bool, **params: Any) -> N
             raise click.UsageError("--check-only takes no command")
         return
     if check_only:
-        sys.exit(_check(flags, as_json))
+        sys.exit(_check(load_settings(flags), as_json))
     if as_json:
         raise click.UsageError("--json needs --check-only or a command")
-    sys.exit(_run(flags))
+    sys.exit(_run(load_settings(flags), flags))
 
 
-def _run(flags: dict[str, str | None]) -> int:
+def _run(settings: Settings, flags: dict[str, str | None]) -> int:
     """Preflight; on refusal exit 69 without starting anything; on pass run and supervise the app."""
     from launcher.preflight import preflight
     from launcher.report import render_check
     from launcher.service import run_service
-    from launcher.settings import load_settings
 
-    settings = load_settings(flags)
     for warning in settings.warnings:
         click.echo(f"heygem-launch: warning: {warning}", err=True)
     if settings.preflight == "skip":
@@ -133,47 +121,54 @@ def _run(flags: dict[str, str | None]) -> int:
     return run_service(settings, flags, result)
 
 
-@cli.command()
-@setting_options
-@click.option("--json", "as_json", is_flag=True, help="one JSON document on stdout")
-@click.pass_context
-@_exits
-def check(ctx: click.Context, as_json: bool, **params: Any) -> int:
+def subcommand(
+    *extra: Callable[..., Any], name: str | None = None, json_output: bool = True
+) -> Callable[[Callable[..., int]], click.Command]:
+    """A `cli` command whose function gets the loaded settings (the setting flags given to it or to the
+    group), `as_json` when it has `--json`, and its own arguments; what it returns is the exit code."""
+
+    def decorate(func: Callable[..., int]) -> click.Command:
+        @functools.wraps(func)
+        @click.pass_context
+        def command(ctx: click.Context, **params: Any) -> None:
+            sys.exit(func(load_settings(collect_flags(ctx, params)), **params))
+
+        for decorator in (*reversed(extra), setting_options):
+            command = decorator(command)
+        if json_output:
+            command = click.option("--json", "as_json", is_flag=True, help="one JSON document on stdout")(command)
+        return cli.command(name=name)(command)
+
+    return decorate
+
+
+@subcommand()
+def check(settings: Settings, as_json: bool) -> int:
     """Run the preflight and report; exit 0 only if the required provider ran the probe."""
-    return _check(collect_flags(ctx, params), as_json)
+    return _check(settings, as_json)
 
 
-@cli.command()
-@setting_options
-@click.option("--json", "as_json", is_flag=True, help="one JSON document on stdout")
-@click.pass_context
-@_exits
-def status(ctx: click.Context, as_json: bool, **params: Any) -> int:
+@subcommand()
+def status(settings: Settings, as_json: bool) -> int:
     """Each program's state, pid, uptime and restarts, and the last preflight. Exit 0 if the app runs."""
     from launcher.commands import render_status
     from launcher.commands import status as get_status
     from launcher.report import to_json
-    from launcher.settings import load_settings
 
-    result = get_status(load_settings(collect_flags(ctx, params)))
+    result = get_status(settings)
     click.echo(to_json(result.as_dict()) if as_json else render_status(result))
     return exitcodes.OK if result.ok else exitcodes.UNAVAILABLE
 
 
-@cli.command()
-@setting_options
-@click.option("--json", "as_json", is_flag=True, help="one JSON document on stdout")
-@click.pass_context
-@_exits
-def restart(ctx: click.Context, as_json: bool, **params: Any) -> int:
+@subcommand()
+def restart(settings: Settings, as_json: bool) -> int:
     """Re-read the settings and .env, preflight them while the app keeps serving, and only on pass restart
     the app with the new environment (the same as SIGHUP to heygem-launch). Exit 0 restarted, 69 refused
     (the running app is untouched), 78 the new settings are invalid."""
     from launcher.commands import restart as do_restart
     from launcher.report import to_json
-    from launcher.settings import load_settings
 
-    result = do_restart(load_settings(collect_flags(ctx, params)))
+    result = do_restart(settings)
     if as_json:
         click.echo(to_json(result))
     else:
@@ -183,29 +178,20 @@ def restart(ctx: click.Context, as_json: bool, **params: Any) -> int:
     return int(result.get("exit_code", exitcodes.SOFTWARE))
 
 
-@cli.command()
-@setting_options
-@click.option("--json", "as_json", is_flag=True, help="one JSON document on stdout")
-@click.pass_context
-@_exits
-def doctor(ctx: click.Context, as_json: bool, **params: Any) -> int:
+@subcommand()
+def doctor(settings: Settings, as_json: bool) -> int:
     """Diagnose: GPUs, the running app's real environment and CUDA use, a fresh preflight, the log's
     queue/blocking/ERROR/GPU lines, and the most likely cause. Exit 0 no problem found, 69 a problem."""
     from launcher.doctor import render, run_doctor
     from launcher.report import to_json
-    from launcher.settings import load_settings
 
-    result = run_doctor(load_settings(collect_flags(ctx, params)), dict(os.environ))
+    result = run_doctor(settings, dict(os.environ))
     click.echo(to_json(result.as_dict()) if as_json else render(result))
     return exitcodes.UNAVAILABLE if result.problem else exitcodes.OK
 
 
-@cli.command(name="probe")
-@click.argument("kind", type=click.Choice(["live", "ready", "startup"]))
-@setting_options
-@click.pass_context
-@_exits
-def probe_command(ctx: click.Context, kind: str, **params: Any) -> int:
+@subcommand(click.argument("kind", type=click.Choice(["live", "ready", "startup"])), name="probe", json_output=False)
+def probe_command(settings: Settings, kind: str) -> int:
     """Health probe for Docker HEALTHCHECK / Kubernetes: exit 0 pass, 1 fail.
 
     live: heygem-launch, supervisord and the app run. ready: the app's readiness markers were seen, its port
@@ -213,9 +199,8 @@ def probe_command(ctx: click.Context, kind: str, **params: Any) -> int:
     """
     from launcher.probes import probe
     from launcher.rundir import RunDir
-    from launcher.settings import load_settings
 
-    answer = probe(kind, RunDir(load_settings(collect_flags(ctx, params)).run_dir))
+    answer = probe(kind, RunDir(settings.run_dir))
     click.echo(answer.line())
     return 0 if answer.ok else 1
 

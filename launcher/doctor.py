@@ -18,12 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from launcher import gpu, procs
-from launcher.control import CALL_ERRORS, Supervisor
+from launcher.commands import status
 from launcher.masking import mask_env
 from launcher.preflight import CheckResult, run_preflight
-from launcher.rundir import RunDir, read_json, running_pid
 from launcher.settings import Settings
-from launcher.supervisor_config import PROGRAM
 
 LOG_TAIL = 200
 KEYWORDS = ("队列", "阻塞", "ERROR", "GPU")  # the write-up's grep
@@ -90,25 +88,23 @@ class Doctor:
         return any(use.cuda_context for use in self.app_gpu)
 
 
-def _service(run: RunDir) -> tuple[dict[str, Any], int | None]:
-    pid = running_pid(run)
-    if pid is None:
-        return {"running": False, "reason": f"no heygem-launch runs with run dir {run.path}"}, None
-    state = read_json(run.state) or {}
-    try:
-        info = Supervisor(run, timeout=2).call("getProcessInfo", PROGRAM)
-    except CALL_ERRORS as exc:
-        return {"running": True, "launcher_pid": pid, "reason": f"supervisord does not answer: {exc}"}, None
-    wrapper = info["pid"] or None
+def _service(settings: Settings) -> tuple[dict[str, Any], int | None]:
+    """What `heygem-launch status` says, and the app's pid when it runs under heygem-launch."""
+    result = status(settings)
+    if result.launcher_pid is None:
+        return {"running": False, "reason": f"no heygem-launch runs with run dir {settings.run_dir}"}, None
+    if not result.running:
+        return {"running": True, "launcher_pid": result.launcher_pid, "reason": result.error}, None
+    app = result.programs[0]
     service = {
         "running": True,
-        "launcher_pid": pid,
-        "app_state": info["statename"],
-        "uptime_s": info["now"] - info["start"] if wrapper else 0,
-        "restarts": state.get("restarts", 0),
-        "last_incident": state.get("last_incident"),
+        "launcher_pid": result.launcher_pid,
+        "app_state": app["state"],
+        "uptime_s": app["uptime_s"],
+        "restarts": app["restarts"],
+        "last_incident": result.state.get("last_incident"),
     }
-    return service, procs.first_child(wrapper) if wrapper else None
+    return service, app["pid"]
 
 
 def _app_by_hand(settings: Settings) -> int | None:
@@ -149,7 +145,7 @@ def conclude(d: Doctor, settings: Settings) -> tuple[bool, str]:
     """The most likely cause, from what was found, most decisive first."""
     on_cuda = settings.require_provider != "CPUExecutionProvider"
     blocked = d.log.get("counts", {}).get("阻塞", 0) or any(
-        settings.pattern_blocked and settings.pattern_blocked.search(line) for line in d.log.get("lines", [])
+        settings.pattern_blocked.search(line) for line in d.log.get("lines", [])
     )
     if d.app_pid and on_cuda and not d.cuda_context:
         why = (
@@ -185,13 +181,14 @@ def conclude(d: Doctor, settings: Settings) -> tuple[bool, str]:
 
 
 def run_doctor(settings: Settings, environ: dict[str, str]) -> Doctor:
-    service, app_pid = _service(RunDir(settings.run_dir))
+    service, app_pid = _service(settings)
     if app_pid is None:
         app_pid = _app_by_hand(settings)
         if app_pid is not None:
             service["app_started_by_hand"] = app_pid
     app_env = procs.environ_of(app_pid) if app_pid else {}
-    group = procs.read_proc(app_pid).pgrp if app_pid and procs.read_proc(app_pid) else None
+    app_proc = procs.read_proc(app_pid) if app_pid else None
+    group = app_proc.pgrp if app_proc else None
     members = procs.group_members(group) if group else []
     uses = [u for u in (procs.gpu_use(p.pid) for p in members) if u is not None]
     d = Doctor(

@@ -50,7 +50,6 @@ class Follower:
 
     def read(self) -> list[bytes]:
         """Complete lines (without b"\\n") written since the last call."""
-        data = b""
         if self._fd is None and not self._open():
             return []
         try:

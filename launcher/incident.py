@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from launcher import gpu, procs
-from launcher.masking import mask_value
 from launcher.rundir import RunDir, write_json
 from launcher.watchdog import Incident, Watchdog
 
@@ -29,7 +28,7 @@ def snapshot(
             "pid": app_pid,
             "process_group": group,
             "ld_library_path": environ.get("LD_LIBRARY_PATH"),
-            "cuda_visible_devices": mask_value("CUDA_VISIBLE_DEVICES", environ.get("CUDA_VISIBLE_DEVICES", "")) or None,
+            "cuda_visible_devices": environ.get("CUDA_VISIBLE_DEVICES"),
             "processes": [
                 {
                     "pid": u.pid,

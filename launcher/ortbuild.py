@@ -74,7 +74,7 @@ def _build_info(package_dir: Path) -> dict[str, str]:
 def _distributions(site: Path) -> tuple[str, ...]:
     names = set()
     for dist in site.glob("onnxruntime*.dist-info"):
-        name = dist.name.split("-")[0].lower().replace("-", "_")
+        name = dist.name.split("-")[0].lower()  # "onnxruntime_gpu-1.31.1.dist-info" -> "onnxruntime_gpu"
         names.add(name)
     return tuple(sorted(names))
 

@@ -72,7 +72,7 @@ class CheckResult:
                 "returncode": self.probe.returncode,
                 "timed_out": self.probe.timed_out,
                 "elapsed_s": self.probe.elapsed_s,
-                "report": _masked_report(self.probe.report),
+                "report": _without_traceback(self.probe.report),
                 "ort_messages": list(self.probe.ort_messages),
             },
             "environment": mask_env(self.app.env),
@@ -80,7 +80,7 @@ class CheckResult:
         }
 
 
-def _masked_report(report: Mapping[str, Any]) -> dict[str, Any]:
+def _without_traceback(report: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in report.items() if k != "traceback"}
 
 
@@ -89,7 +89,7 @@ def library_table(build: OrtBuild | None, entries: tuple[str, ...]) -> tuple[Lib
         return ()
     _needed, machine = elf_needed(build.provider_lib)
     return tuple(
-        LibraryRow(lib.name, resolve(lib.name, entries, machine), lib.kind, lib.how, lib.optional)
+        LibraryRow(lib.name, lib.kind, lib.how, lib.optional, path=resolve(lib.name, entries, machine))
         for lib in required_libraries(build)
     )
 

@@ -18,6 +18,7 @@ report = {
     "stage": "start",
     "python": sys.version.split()[0],
     "executable": sys.executable,
+    "cwd": os.getcwd(),
     "ld_library_path": os.environ.get("LD_LIBRARY_PATH"),
 }
 started = time.monotonic()

@@ -340,27 +340,28 @@ class Settings:
     extra_library_path: tuple[str, ...]
     preflight_timeout: float
     run_dir: Path
-    stop_grace: int = 8
-    stop_as_group: bool = True
-    start_seconds: int = 5
-    start_retries: int = 3
-    max_restarts: int = 5
-    restart_window: float = 300.0
-    log_max_bytes: int = 10 * 2**20
-    log_backups: int = 3
-    app_log: Path | None = None
-    app_port: int | None = None
-    preflight: str = "run"
-    stall_seconds: float = 20.0
-    gpu_grace: float = 60.0
-    on_cpu_fallback: str = "stop"
-    ready_markers: tuple[str, ...] = ()
-    pattern_blocked: re.Pattern[str] | None = None
-    pattern_failure: re.Pattern[str] | None = None
-    pattern_progress: re.Pattern[str] | None = None
-    pattern_task_start: re.Pattern[str] | None = None
-    pattern_task_end: re.Pattern[str] | None = None
-    pattern_fallback: re.Pattern[str] | None = None
+    # Every field above env_file comes from SPECS, which holds its default: none is repeated here.
+    stop_grace: int
+    stop_as_group: bool
+    start_seconds: int
+    start_retries: int
+    max_restarts: int
+    restart_window: float
+    log_max_bytes: int
+    log_backups: int
+    app_log: Path  # resolved against app_dir by build_settings
+    app_port: int | None
+    preflight: str
+    stall_seconds: float
+    gpu_grace: float
+    on_cpu_fallback: str
+    ready_markers: tuple[str, ...]
+    pattern_blocked: re.Pattern[str]
+    pattern_failure: re.Pattern[str]
+    pattern_progress: re.Pattern[str]
+    pattern_task_start: re.Pattern[str]
+    pattern_task_end: re.Pattern[str]
+    pattern_fallback: re.Pattern[str]
     env_file: Path | None = None
     # The app's own keys from `.env` (not HEYGEM_*), in file order.
     app_env: Mapping[str, str] = field(default_factory=dict)
@@ -457,7 +458,7 @@ def build_settings(
     app_dir = values["app_dir"]
     assert isinstance(app_dir, Path)
     values["app_dir"] = app_dir = app_dir if app_dir.is_absolute() else cwd / app_dir
-    app_log = values["app_log"] or Path("log/dh.log")
+    app_log = values["app_log"] or Path("log/dh.log")  # the setting may be empty: HeyGem's own place
     assert isinstance(app_log, Path)
     values["app_log"] = app_log if app_log.is_absolute() else app_dir / app_log
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from launcher import causes
 from launcher.gpu import Inventory
-from launcher.ortbuild import MIN_DRIVER, OrtBuild, wheel_for
+from launcher.ortbuild import MIN_DRIVER, OrtBuild, RequiredLibrary, wheel_for
 from launcher.probe import ProbeResult
 
 CPU = "CPUExecutionProvider"
@@ -23,12 +23,10 @@ _CANNOT_OPEN = re.compile(r"(lib[\w.+-]+\.so[\w.]*): cannot open shared object f
 
 
 @dataclass(frozen=True)
-class LibraryRow:
-    name: str
-    path: str | None
-    kind: str  # toolkit, cudnn, driver
-    how: str  # NEEDED or run time
-    optional: bool = False
+class LibraryRow(RequiredLibrary):
+    """A required library and the file it resolves to in the app's environment (None: missing)."""
+
+    path: str | None = None
 
 
 @dataclass(frozen=True)
@@ -103,7 +101,7 @@ def decide(
         # ORT's own loader error is authoritative when the static table found the file but the loader did not.
         named = {m for m in _CANNOT_OPEN.findall(probe.output)} - {row.name for row in missing}
         missing += [
-            LibraryRow(name, None, "driver" if name.startswith("libcuda.so") else "toolkit", "NEEDED")
+            LibraryRow(name, "driver" if name.startswith("libcuda.so") else "toolkit", "NEEDED")
             for name in sorted(named)
         ]
         toolkit = [r.name for r in missing if r.kind == "toolkit"]

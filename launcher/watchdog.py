@@ -78,25 +78,25 @@ class Watchdog:
             return None
         self.lines.append(line)
         s = self.s
-        for marker in self.s.ready_markers:
+        for marker in s.ready_markers:
             if marker in line:
                 self.markers.add(marker)
         if self.ready_at is None and len(self.markers) == len(s.ready_markers):
             self.ready_at = now
-        if self.fallback_guard and s.pattern_fallback and s.pattern_fallback.search(line):
+        if self.fallback_guard and s.pattern_fallback.search(line):
             return self.open(CPU_FALLBACK, line, now)
-        if s.pattern_blocked and s.pattern_blocked.search(line):
+        if s.pattern_blocked.search(line):
             return self.open(QUEUE_BLOCKED, line, now)
-        if s.pattern_failure and s.pattern_failure.search(line):
+        if s.pattern_failure.search(line):
             return self.open(TASK_FAILED, line, now)
-        if s.pattern_task_start and s.pattern_task_start.search(line):
+        if s.pattern_task_start.search(line):
             self.task_active, self.last_progress_at, self.last_progress_line = True, now, line
             self.progress.clear()
-        match = s.pattern_progress.search(line) if s.pattern_progress else None
+        match = s.pattern_progress.search(line)
         if match:
             self.task_active, self.last_progress_at, self.last_progress_line = True, now, line
             self.progress.append((now, _frames(match)))
-        if s.pattern_task_end and s.pattern_task_end.search(line):
+        if s.pattern_task_end.search(line):
             self.task_active = False
         return None
 

@@ -66,6 +66,12 @@ def gone(pid: int) -> bool:
     return proc_state(pid) in (None, "Z")
 
 
+def environ_of(pid: int) -> dict[str, str]:
+    """A process's environment as the kernel holds it (/proc/PID/environ)."""
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+
+
 def host_pid(ns_pid: int, pid_ns: str) -> int | None:
     """The pid, as this process sees it, of `ns_pid` inside the PID namespace `pid_ns`."""
     for name in os.listdir("/proc"):

@@ -98,11 +98,10 @@ def test_hung_probe_is_killed_at_the_timeout(launch, tmp_path: Path) -> None:
 
 def test_probe_runs_in_the_app_dir_with_the_app_environment(launch, ort_env: Path, app_dir: Path) -> None:
     (app_dir / ".env").write_text("HEYGEM_REQUIRE_PROVIDER=CPUExecutionProvider\nAPP_MODE=production\n")
-    # A module in the app dir shadows a real one for the app; the probe sees the same sys.path[0].
-    (app_dir / "sitecheck.py").write_text("")
     run = launch("--check-only", "--json", "--conda-env", str(ort_env))
     assert run.returncode == 0, run.stdout
     doc = run.json
+    assert doc["probe"]["report"]["cwd"] == str(app_dir)  # `python app.py` runs there, so the probe does too
     assert doc["environment"]["APP_MODE"] == "production"
     assert doc["settings"]["HEYGEM_ENV_FILE"] == str(app_dir / ".env")
 

@@ -15,7 +15,7 @@ import pytest
 
 from tests import harness
 from tests.conftest import LAUNCH, clean_environ
-from tests.harness import wait_for
+from tests.harness import environ_of, wait_for
 
 PROVIDER = "HEYGEM_REQUIRE_PROVIDER=CPUExecutionProvider\n"
 
@@ -40,11 +40,6 @@ def control(svc: harness.Service, *args: str) -> subprocess.CompletedProcess[str
         HEYGEM_APP_DIR=str(svc.app_dir),
     )
     return subprocess.run([*LAUNCH, *args], env=env, capture_output=True, text=True, timeout=120, check=False)
-
-
-def environ_of(pid: int) -> dict[str, str]:
-    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
 
 
 class Watcher:

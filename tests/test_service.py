@@ -171,8 +171,7 @@ def test_the_app_gets_exactly_the_environment_the_probe_passed_with(launch_servi
     service = launch_service()
     info = service.wait_app()
     probed = json.loads((service.run_dir / "app-env.1.json").read_text())
-    raw = Path(f"/proc/{info['pid']}/environ").read_bytes().split(b"\0")
-    real = dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+    real = harness.environ_of(info["pid"])
     # Python itself sets LC_CTYPE at start when the locale is C (PEP 538): the app's doing, not ours.
     if "LC_CTYPE" not in probed:
         real.pop("LC_CTYPE", None)

@@ -29,7 +29,7 @@ BUILD = OrtBuild(
     ("onnxruntime_gpu",),
 )
 ALL_FOUND = tuple(
-    LibraryRow(n, f"/lib/{n}", k, "NEEDED")
+    LibraryRow(n, k, "NEEDED", path=f"/lib/{n}")
     for n, k in (("libcublas.so.13", "toolkit"), ("libcuda.so.1", "driver"), ("libcudnn.so.9", "cudnn"))
 )
 H200 = Inventory(True, "", "580.95.05", "13.0", (Gpu(0, "NVIDIA H200", "GPU-x", 143771, 0, 0, 0),))
@@ -103,13 +103,13 @@ def test_loader_error_names_a_library_the_table_thought_present() -> None:
 
 
 def test_only_cudnn_missing() -> None:
-    rows = (*ALL_FOUND[:2], LibraryRow("libcudnn.so.9", None, "cudnn", "run time"))
+    rows = (*ALL_FOUND[:2], LibraryRow("libcudnn.so.9", "cudnn", "run time"))
     v = decide_with(libraries=rows)
     assert v.cause == causes.CUDNN_MISSING and "nvidia-cudnn-cu13" in v.fix
 
 
 def test_missing_optional_cufft_refuses_nothing() -> None:
-    rows = (*ALL_FOUND, LibraryRow("libcufft.so.12", None, "toolkit", "run time", optional=True))
+    rows = (*ALL_FOUND, LibraryRow("libcufft.so.12", "toolkit", "run time", optional=True))
     assert decide_with(libraries=rows).cause == causes.PROBE_FAILED
 
 
