@@ -106,12 +106,15 @@ def decide(
         ]
         toolkit = [r.name for r in missing if r.kind == "toolkit"]
         cudnn = [r.name for r in missing if r.kind == "cudnn"]
+        driver = [r.name for r in missing if r.kind == "driver"]
         if toolkit:
+            # One cause, but a person should not learn of the next problem only after fixing this one.
+            also = f" (and the driver's {', '.join(driver)}: start the container with --gpus)" if driver else ""
             return verdict(
                 causes.CUDA_LIBRARIES_MISSING,
                 ort_version=ort_version,
                 cuda_version=cuda_version,
-                missing=", ".join(toolkit + cudnn),
+                missing=", ".join(toolkit + cudnn) + also,
                 wheels=_wheels(toolkit + cudnn, cuda_major),
             )
         if cudnn:
@@ -121,7 +124,7 @@ def decide(
                 cuda_version=cuda_version,
                 wheels=_wheels(cudnn, cuda_major),
             )
-        if any(r.kind == "driver" for r in missing):
+        if driver:
             return verdict(causes.DRIVER_MISSING)
 
         visible = env.get("CUDA_VISIBLE_DEVICES")
