@@ -25,7 +25,7 @@ from typing import Any, BinaryIO, TextIO
 
 from inotify_simple import INotify
 
-from launcher import exitcodes, procs
+from launcher import exitcodes, ports, procs
 from launcher.control import CALL_ERRORS, Supervisor, new_credentials
 from launcher.errors import LaunchError
 from launcher.follow import Follower
@@ -34,7 +34,7 @@ from launcher.report import render_check
 from launcher.rundir import RunDir, prepare, running_pid, write_json, write_pidfile, write_private
 from launcher.settings import Settings, load_settings
 from launcher.supervisor_config import PROGRAM, Credentials, render
-from launcher.watchdog import CPU_FALLBACK, Incident
+from launcher.watchdog import RECORD, RESTART, STOP, WARN, Incident
 from launcher.watching import AppWatch
 
 TICK = 0.25  # while the app is between states
@@ -141,6 +141,14 @@ class Service:
                 f"HEYGEM_RUN_DIR={str(self.run.path)!r}: in use by heygem-launch pid {other}",
                 exit_code=exitcodes.CONFIG,
             )
+        busy = ports.holders(self.check.app.port)
+        if busy:
+            raise LaunchError(
+                f"port {self.check.app.port} (HEYGEM_APP_PORT / GRADIO_SERVER_PORT) is already in use by "
+                f"{', '.join(h.describe() for h in busy)}: Gradio would silently take another port and every "
+                "probe would watch the wrong one; stop that process or choose another port",
+                exit_code=exitcodes.CONFIG,
+            )
         write_pidfile(self.run)
         for stale in (self.run.socket, self.run.restart_result):
             stale.unlink(missing_ok=True)
@@ -220,14 +228,15 @@ class Service:
                 if failure:
                     self.log(failure)
                     return self.stop(exitcodes.SOFTWARE)
-                found = found or self.watch.check(time.time(), self.app_pid)
-                if found:
-                    code = self.handle_incident(found)
+                found += self.watch.check(time.time(), self.app_pid)
+                for incident in found:
+                    code = self.handle_incident(incident)
                     if code is not None:
                         return code
-                if self.watch.readiness_changed():
-                    if self.watch.saved_ready:
-                        self.log(f"app ready (markers seen: {', '.join(self.settings.ready_markers)})")
+                readiness = self.watch.readiness_changed()
+                if readiness and self.watch.saved_ready:
+                    self.log(f"app ready (logged: {', '.join(self.settings.ready_markers)})")
+                if readiness | self.watch.tasks_changed():
                     self.save_state()
         finally:
             signal.set_wakeup_fd(-1)
@@ -235,6 +244,8 @@ class Service:
 
     def timeout(self) -> float:
         """How long select() may sleep: until the next thing that is due, without waking for nothing."""
+        if self.watch.more:
+            return 0.0  # a follower stopped at its budget
         if self.settling():
             return TICK
         now = time.time()
@@ -242,15 +253,18 @@ class Service:
         return timeout if self.watch.log_watched else min(timeout, UNWATCHED_POLL)
 
     def handle_incident(self, found: Incident) -> int | None:
-        """Snapshot first, then the cure: restart the app, or stop on a CPU fallback. An exit code to stop with."""
+        """Snapshot first, then the cure the watchdog named: restart the app, stop (CPU fallback), or only
+        record (a failed task that ended). An exit code to stop with."""
+        if found.action == RESTART and self.deliberate:
+            return None  # the app is being replaced already: the same episode, seen once more
         summary, _path = self.watch.record(found, self.app_pid)
         self.log(summary)
-        if found.kind == CPU_FALLBACK:
-            if self.settings.on_cpu_fallback == "warn":
+        if found.action in (RECORD, WARN):
+            if found.action == WARN:
                 self.log("HEYGEM_ON_CPU_FALLBACK=warn: the app keeps running, on the CPU")
-                self.watch.tolerate_fallback()
-                self.save_state()
-                return None
+            self.save_state()
+            return None
+        if found.action == STOP:
             self.watch.keep_open()
             self.save_state()
             self.log(f"REFUSED [provider_not_used]: the app fell back to the CPU at run time: {found.line[:300]}")
@@ -336,6 +350,7 @@ class Service:
         if state in ("STARTING", "RUNNING") and pid and pid != self.app_pid and self.app_pidfd is None:
             self.app_pid = pid
             self.app_pidfd = os.pidfd_open(pid)
+            self.watch.started(procs.start_time(pid) or float(info["start"]))
             self.groups.add(pid)
             app = procs.first_child(pid)
             self.log(f"app started: pid {app or '?'} (wrapper {pid}), generation {self.generation}")
@@ -371,6 +386,7 @@ class Service:
         if os.getpid() == 1:
             procs.reap_orphans(None)
         self.watch.copy_output(final=True)
+        self.watch.close()
         self.run.pidfile.unlink(missing_ok=True)
         self.log(f"stopped (exit {code})")
         return code
