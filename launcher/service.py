@@ -42,6 +42,7 @@ IDLE_TIMEOUT = 30.0  # otherwise only a safety net: pidfds, signals and inotify 
 UNWATCHED_POLL = 1.0  # while the app's log folder does not exist yet, so inotify cannot watch it
 EXITED = re.compile(rf"exited: {PROGRAM} \((.*)\)$")
 SUPERVISORD_START_TIMEOUT = 15.0
+READ_INTERVAL = 0.1  # seconds that writes gather after a read: bounds wakeups, adds at most this to detection
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ class Service:
         self.started_at = time.time()
         self.watch = AppWatch(settings, self.run, out)
         self.app_started = False
+        self.next_read = 0.0  # monotonic time before which the app's writes are left to gather
 
     # -- output ---------------------------------------------------------------------------------------
     def log(self, message: str) -> None:
@@ -202,15 +204,23 @@ class Service:
             self.watch.watch_folders(changes)
             while True:
                 self.watch.watch_log_folder(changes)
-                watched = [wake_r, supervisord_fd, changes.fileno()]
+                # A chatty app (HeyGem logs ~20 records a second per task, each twice) would wake us on
+                # every write: after a read, writes are left to gather for READ_INTERVAL.
+                gathering = time.monotonic() < self.next_read
+                watched = [wake_r, supervisord_fd] + ([] if gathering else [changes.fileno()])
                 watched += [self.app_pidfd] if self.app_pidfd is not None else []
-                ready, _, _ = select.select(watched, [], [], self.timeout())
+                timeout = self.timeout()
+                if gathering:
+                    timeout = min(timeout, max(0.0, self.next_read - time.monotonic()))
+                ready, _, _ = select.select(watched, [], [], timeout)
                 with contextlib.suppress(BlockingIOError):
                     while os.read(wake_r, 512):
                         pass
                 changes.read(timeout=0)
                 signals, received[:] = set(received), []
                 found = self.watch.read()
+                if self.watch.read_any:
+                    self.next_read = time.monotonic() + READ_INTERVAL
                 if signals & {signal.SIGTERM, signal.SIGINT}:
                     name = "SIGTERM" if signal.SIGTERM in signals else "SIGINT"
                     self.log(f"{name}: stopping the app (grace {self.settings.stop_grace} s)")

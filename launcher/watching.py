@@ -33,6 +33,7 @@ class AppWatch:
         self.watchdog: Watchdog | None = None
         self.open_incident: dict[str, Any] | None = None  # from the trigger until the new app is ready
         self.last_incident: dict[str, Any] | None = None
+        self.read_any = False  # the last read found lines
         self.use(settings)
 
     def use(self, settings: Settings) -> None:
@@ -89,7 +90,9 @@ class AppWatch:
         assert self.watchdog is not None and self.log is not None
         now = time.time()
         found: list[Incident] = []
+        self.read_any = False
         for source, lines in (("output", self.copy_output()), ("log", self.log.read())):
+            self.read_any = self.read_any or bool(lines)
             for raw in lines:
                 found += self.watchdog.feed(raw.decode("utf-8", errors="replace"), now, source)
         return found

@@ -230,6 +230,17 @@ class Tasks:
         time.sleep(float(task["encode"]))  # type: ignore[arg-type]  # the final re-encode: no line at all
 
 
+def flood(rate: float, seconds: float) -> None:
+    code = started_task()
+    worker_line(f"[{code}]任务视频驱动队列启动 batch_size:4")
+    began, sent = time.monotonic(), 0
+    while (elapsed := time.monotonic() - began) < seconds:
+        while sent < elapsed * rate:
+            sent += 1
+            worker_line(f"audio_transfer >>>>>>>>>>> 发送完成数据大小:4, frameId:{4 * sent}, cost:0.46s")
+        time.sleep(0.005)
+
+
 class Failed(Exception):
     pass
 
@@ -286,6 +297,11 @@ class Handler(BaseHTTPRequestHandler):
             return
         if url.path == "/tasks":
             self._reply(Tasks.seen)
+            return
+        if url.path == "/flood":  # a long task's consumer lines at `rate` a second, for the benchmarks
+            rate, seconds = float(query.get("rate", ["200"])[0]), float(query.get("seconds", ["10"])[0])
+            threading.Thread(target=flood, args=(rate, seconds), daemon=True).start()
+            self._reply({"rate": rate, "seconds": seconds})
             return
         if url.path.startswith("/emit/"):
             kind = url.path[len("/emit/") :]
