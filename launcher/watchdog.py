@@ -78,8 +78,7 @@ class Watchdog:
         self.lines: deque[str] = deque(maxlen=LAST_LINES)
         self.duplicates = Duplicates()  # kept across instances: a late copy of the record that caused a restart
         self.history: deque[Task] = deque(maxlen=TASK_HISTORY)
-        self.fence: float | None = None
-        self.previous_codes: set[str] = set()
+        self.open_tasks: dict[str, Task] = {}
         self.new_instance(None)
 
     def new_instance(self, started_at: float | None) -> None:
@@ -87,13 +86,12 @@ class Watchdog:
         before it belong to the old one and are not held against it."""
         # Tasks of the old process: a blocked or failure line naming one of them, arriving late, is the old
         # process's too (the dying app may log its queue-full line once more), unless this one starts it anew.
-        self.previous_codes = {t.code for t in getattr(self, "open_tasks", {}).values()}
-        self.previous_codes |= {t.code for t in self.history if t.fired}
-        for task in getattr(self, "open_tasks", {}).values():
+        self.previous_codes = {t.code for t in self.open_tasks.values()} | {t.code for t in self.history if t.fired}
+        for task in self.open_tasks.values():
             task.hang()  # its process is gone
             self.history.append(task)
         self.fence = started_at
-        self.open_tasks: dict[str, Task] = {}
+        self.open_tasks = {}
         self.current: Task | None = None
         self.markers: set[str] = set()
         self.ready_at: float | None = None
