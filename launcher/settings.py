@@ -257,6 +257,13 @@ SPECS: tuple[Spec, ...] = (
         "the app's HTTP port, handed to it as GRADIO_SERVER_PORT (default: GRADIO_SERVER_PORT, else 7860)",
     ),
     Spec(
+        "HEYGEM_METRICS_PORT",
+        "metrics_port",
+        _port,
+        lambda: "",
+        "TCP port for Prometheus metrics from the launcher's process (read-only; off when empty)",
+    ),
+    Spec(
         "HEYGEM_PREFLIGHT",
         "preflight",
         _choice("run", "skip"),
@@ -418,6 +425,7 @@ class Settings:
     log_backups: int
     app_log: Path  # resolved against app_dir by build_settings
     app_port: int | None
+    metrics_port: int | None
     preflight: str
     stall_seconds: float
     encode_seconds: float
