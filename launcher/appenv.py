@@ -31,8 +31,8 @@ def base_environment(settings: Settings, environ: Mapping[str, str]) -> dict[str
 
 def prepare_environment(settings: Settings, environ: Mapping[str, str]) -> AppEnvironment:
     env_info = conda.resolve_prefix(settings.conda_root, settings.conda_env)
-    env = conda.activate(base_environment(settings, environ), env_info, settings.app_dir)
-    warnings: list[str] = []
+    env, activate_warnings = conda.activate(base_environment(settings, environ), env_info, settings.app_dir)
+    warnings: list[str] = list(activate_warnings)
     if ORT_KILL_SWITCH in env:
         warnings.append(
             f"removed {ORT_KILL_SWITCH}={env.pop(ORT_KILL_SWITCH)!r} from the app's environment: "
