@@ -396,7 +396,7 @@ SPECS: tuple[Spec, ...] = (
             r"^\d{4}-\S+ \S+ \[[EW]:onnxruntime:[^\]]*\] .*(?:Failed to load library \S*libonnxruntime_providers_cuda"
             r"|Failed to create CUDAExecutionProvider)"
             r"|^EP Error |^Falling back to \['CPUExecutionProvider'\]"
-            r"|UserWarning: Specified provider 'CUDAExecutionProvider' is not in available provider names"
+            r"|^\S+:\d+: UserWarning: Specified provider 'CUDAExecutionProvider' is not in available provider names"
         ),
         "regex on the app's other lines (ONNX Runtime's log, print output): ONNX Runtime fell back to the CPU",
     ),
