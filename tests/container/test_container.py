@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.container import images
 from tests.container.conftest import Container, assert_all_gone
 from tests.container.images import HERE, REPO, podman, podman_env
 from tests.harness import free_port, wait_for
@@ -165,3 +167,29 @@ def test_image_runs_this_checkouts_launcher(image: str) -> None:
     root = REPO / "launcher"
     here = {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*.py"))}
     assert inside == here
+
+
+def test_heygem_stage_links_every_model_download_sh_writes_into_the_volume(image: str, tmp_path: Path) -> None:
+    """The heygem stage's model/temp step, run in Debian on files in the Hack's format (its download.sh is
+    `wget URL -O relative/path` lines; its config.ini has `temp_dir = ./`): the stage cannot be built here."""
+    text = (REPO / "docker" / "Dockerfile").read_text().replace("\\\n", " ")
+    (step,) = [line[4:] for line in text.splitlines() if line.startswith("RUN ") and "download.sh" in line]
+    app = tmp_path / "app"
+    (app / "config").mkdir(parents=True)
+    (app / "xseg").mkdir()
+    (app / "xseg" / "dfl_xseg_api.so").write_text("code beside a model")
+    url = "https://github.com/Holasyb918/HeyGem-Linux-Python-Hack/releases/download/ckpts_and_onnx"
+    (app / "download.sh").write_text(
+        f"set -e\nmkdir -p xseg\nwget {url}/xseg_211104_4790000.onnx -O xseg/xseg_211104_4790000.onnx\n"
+        f"mkdir -p wenet/examples/aishell/aidata/exp/conformer\n"
+        f"wget {url}/wenetmodel.pt -O wenet/examples/aishell/aidata/exp/conformer/wenetmodel.pt\n"
+    )
+    (app / "config" / "config.ini").write_text("[temp]\ntemp_dir = ./\nclean_switch = 1\n")
+    debian = images.debian_image()
+    podman("run", "--rm", f"--volume={app}:/app", "--workdir=/app", debian, "bash", "-o", "pipefail", "-c", step)
+    assert os.readlink(app / "xseg" / "xseg_211104_4790000.onnx") == "/models/xseg/xseg_211104_4790000.onnx"
+    conformer = app / "wenet/examples/aishell/aidata/exp/conformer/wenetmodel.pt"
+    assert os.readlink(conformer) == "/models/wenet/examples/aishell/aidata/exp/conformer/wenetmodel.pt"
+    assert (app / "xseg" / "dfl_xseg_api.so").read_text() == "code beside a model"
+    assert "temp_dir = ./temp\n" in (app / "config" / "config.ini").read_text()
+    assert (app / "result").is_dir() and (app / "temp").is_dir()
