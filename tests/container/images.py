@@ -74,8 +74,10 @@ def exists(ref: str) -> bool:
 
 
 def _forget_other_tags(repository: str, keep: str) -> None:
-    """Old builds of one image, so the cache does not grow with every change (in use: left alone)."""
-    listed = podman("images", "--noheading", "--format", "{{.Repository}}:{{.Tag}}", repository, check=False)
+    """Builds of one image older than a day, so the cache does not grow with every change. Younger ones may
+    belong to a test session running beside this one (another checkout); images in use are left alone."""
+    filters = ["--filter", f"reference={repository}", "--filter", "until=24h"]
+    listed = podman("images", "--noheading", *filters, "--format", "{{.Repository}}:{{.Tag}}")
     for ref in listed.stdout.split():
         if ref != keep:
             podman("rmi", ref, check=False)
@@ -89,7 +91,7 @@ def debian_image() -> str:
     tarball = CACHE / f"debian-{key}.tar"
     if not tarball.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
-        partial = tarball.with_suffix(".partial.tar")  # mmdebstrap picks the format from the name
+        partial = CACHE / f"debian-{key}.{os.getpid()}.tar"  # mmdebstrap picks the format from the name
         subprocess.run(["mmdebstrap", "--quiet", *DEBIAN_RECIPE, str(partial)], check=True, timeout=900)
         partial.rename(tarball)
     podman("import", "--quiet", str(tarball), ref)
