@@ -101,14 +101,18 @@ def debian_image() -> str:
 def wheelhouse() -> Path:
     """onnxruntime-gpu 1.16 and numpy for the image's Python, downloaded once on the host."""
     folder = CACHE / f"wheels-{_digest(*WHEELS, *WHEEL_TARGET, *WHEEL_PLATFORMS)}"
-    stamp = folder / ".complete"
-    if not stamp.exists():
-        shutil.rmtree(folder, ignore_errors=True)
+    if not folder.is_dir():
+        # Into a folder of our own, then renamed: a session beside this one never sees half a wheelhouse.
+        partial = Path(f"{folder}.{os.getpid()}")
+        shutil.rmtree(partial, ignore_errors=True)
         platforms = [arg for p in WHEEL_PLATFORMS for arg in ("--platform", p)]
         cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check"]
-        cmd += ["--only-binary=:all:", *WHEEL_TARGET, *platforms, "--dest", str(folder), *WHEELS]
+        cmd += ["--only-binary=:all:", *WHEEL_TARGET, *platforms, "--dest", str(partial), *WHEELS]
         subprocess.run(cmd, check=True, timeout=900)
-        stamp.write_text("\n".join(WHEELS))
+        try:
+            partial.rename(folder)
+        except OSError:  # another session finished first
+            shutil.rmtree(partial, ignore_errors=True)
     return folder
 
 
