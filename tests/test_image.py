@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import LAUNCH
+from tests.conftest import LAUNCH, clean_environ
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -123,3 +123,26 @@ def test_entrypoint_is_posix_sh_and_execs() -> None:
     assert text.startswith("#!/bin/sh")
     commands = [shlex.split(line) for line in text.splitlines() if line.strip() and not line.startswith("#")]
     assert ["exec", "heygem-launch", "$@"] in commands
+
+
+def test_healthcheck_and_status_answer_while_the_env_file_holds_an_unapplied_bad_value(tmp_path: Path) -> None:
+    """An edit to the mounted heygem.env is applied only by `restart`, which refuses a bad value (78). Until then
+    the image's HEALTHCHECK (`probe ready`) and `status` must still answer about the running service, or a typo
+    would turn a healthy container unhealthy. (tests/container shows it in a real container.)"""
+    env_file = tmp_path / "heygem.env"
+    env_file.write_text("HEYGEM_STOP_GRACE=soon\n")
+    env = {
+        **clean_environ(),
+        "HEYGEM_ENV_FILE": str(env_file),
+        "HEYGEM_RUN_DIR": str(tmp_path / "run"),
+        "HEYGEM_APP_DIR": str(tmp_path),
+    }
+
+    def launch(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*LAUNCH, *args], env=env, capture_output=True, text=True, check=False)
+
+    probe, status, restart = launch("probe", "ready"), launch("status"), launch("restart")
+    # Nothing runs in this run dir: the probe fails (1) and status says so (69), each warning about the file.
+    assert probe.returncode == 1 and status.returncode == 69, probe.stderr + status.stderr
+    assert all("HEYGEM_STOP_GRACE='soon'" in r.stderr and "Traceback" not in r.stderr for r in (probe, status))
+    assert restart.returncode == 78 and "HEYGEM_STOP_GRACE" in restart.stderr
