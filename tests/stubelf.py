@@ -36,7 +36,8 @@ _NOT_STOOD_IN = re.compile(
 )
 # Unversioned imports, assigned by the library's naming convention (cublasLt before cublas).
 _PREFIXES = (("cublasLt", "libcublasLt"), ("cublas", "libcublas"), ("cudnn", "libcudnn"), ("curand", "libcurand"))
-_PREFIXES += (("cufft", "libcufft"), ("nvrtc", "libnvrtc"))
+_PREFIXES += (("cufft", "libcufft"), ("nvrtc", "libnvrtc"), ("cu", "libcuda"))
+_C_RUNTIME = re.compile(r"^(libc|libm|libdl|librt|libpthread|libstdc\+\+|libgcc_s|ld-linux[-\w]*)\.so")
 
 
 def cc() -> str | None:
@@ -64,8 +65,10 @@ def make_stub(out: Path, needed: list[str]) -> Path | None:
     return out
 
 
-def imports(provider: Path) -> dict[str, dict[str, set[tuple[str, str]]]]:
-    """soname -> version name ('' for none) -> {(symbol, 'FUNC'|'OBJECT')}: what `provider` imports."""
+def imports(provider: Path, runtime: bool = False) -> dict[str, dict[str, set[tuple[str, str]]]]:
+    """soname -> version name ('' for none) -> {(symbol, 'FUNC'|'OBJECT')}: what `provider` imports;
+    with `runtime`, from libcudart and libcuda too."""
+    skipped = _C_RUNTIME if runtime else _NOT_STOOD_IN
     from elftools.elf.elffile import ELFFile
     from elftools.elf.gnuversions import GNUVerNeedSection, GNUVerSymSection
 
@@ -87,7 +90,7 @@ def imports(provider: Path) -> dict[str, dict[str, set[tuple[str, str]]]]:
         dynsym = elf.get_section_by_name(".dynsym")
         found: dict[str, dict[str, set[tuple[str, str]]]] = defaultdict(lambda: defaultdict(set))
         for soname in needed:
-            if not _NOT_STOOD_IN.match(soname):
+            if not skipped.match(soname):
                 found[soname]  # a library imported for no symbol still gets its stand-in
         for index, sym in enumerate(dynsym.iter_symbols()):
             if sym.name == "" or sym.entry.st_shndx != "SHN_UNDEF":
@@ -98,7 +101,7 @@ def imports(provider: Path) -> dict[str, dict[str, set[tuple[str, str]]]]:
             if not file:
                 stem = next((lib for prefix, lib in _PREFIXES if sym.name.startswith(prefix)), None)
                 file = next((n for n in needed if stem and n.startswith(stem + ".so")), "")
-            if file and not _NOT_STOOD_IN.match(file):
+            if file and not skipped.match(file):
                 found[file][version].add((sym.name, kind))
         return {k: dict(v) for k, v in found.items()}
 
@@ -174,3 +177,11 @@ def make_stand_ins(
         for soname, versions in sorted(wanted.items())
         if not soname.startswith(without)
     ]
+
+
+def make_loadable(provider: Path, out_dir: Path) -> list[Path] | None:
+    """Stand-ins for every CUDA library `provider` needs, libcudart and libcuda included, so that a process
+    can really load (map) it, as on a working GPU install; nothing ever calls them. None without cc."""
+    if cc() is None:
+        return None
+    return [make_stand_in(out_dir, soname, versions) for soname, versions in sorted(imports(provider, True).items())]
