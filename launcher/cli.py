@@ -12,8 +12,8 @@ from typing import Any
 import click
 
 from launcher import exitcodes
-from launcher.errors import LaunchError
-from launcher.settings import SPECS, Settings, load_settings
+from launcher.errors import ConfigError, LaunchError
+from launcher.settings import ENV_FILE_KEY, SPECS, Settings, load_settings
 
 # Command-line option -> setting key; flags are the top layer of the settings.
 _SETTING_OPTIONS: tuple[tuple[str, str, str], ...] = (
@@ -122,8 +122,20 @@ def _run(settings: Settings, flags: dict[str, str | None]) -> int:
     return run_service(settings, flags, result)
 
 
+def _asking_settings(flags: dict[str, str | None]) -> Settings:
+    """Settings for commands that only ask the running service (status, probe). An invalid .env file that was
+    edited but not applied must not fail them: the image's HEALTHCHECK would call a healthy service unhealthy.
+    `restart` still refuses that file with 78."""
+    try:
+        return load_settings(flags)
+    except ConfigError as exc:
+        click.echo(f"heygem-launch: warning: {exc}; answering without the .env file", err=True)
+        environ = {key: value for key, value in os.environ.items() if key != ENV_FILE_KEY}
+        return load_settings({**flags, ENV_FILE_KEY: None}, environ)
+
+
 def subcommand(
-    *extra: Callable[..., Any], name: str | None = None, json_output: bool = True
+    *extra: Callable[..., Any], name: str | None = None, json_output: bool = True, asks_service: bool = False
 ) -> Callable[[Callable[..., int]], click.Command]:
     """A `cli` command whose function gets the loaded settings (the setting flags given to it or to the
     group), `as_json` when it has `--json`, and its own arguments; what it returns is the exit code."""
@@ -132,7 +144,8 @@ def subcommand(
         @functools.wraps(func)
         @click.pass_context
         def command(ctx: click.Context, **params: Any) -> None:
-            sys.exit(func(load_settings(collect_flags(ctx, params)), **params))
+            flags = collect_flags(ctx, params)
+            sys.exit(func(_asking_settings(flags) if asks_service else load_settings(flags), **params))
 
         for decorator in (*reversed(extra), setting_options):
             command = decorator(command)
@@ -149,7 +162,7 @@ def check(settings: Settings, as_json: bool) -> int:
     return _check(settings, as_json)
 
 
-@subcommand()
+@subcommand(asks_service=True)
 def status(settings: Settings, as_json: bool) -> int:
     """Each program's state, pid, uptime and restarts, and the last preflight. Exit 0 if the app runs."""
     from launcher.commands import render_status
@@ -191,7 +204,12 @@ def doctor(settings: Settings, as_json: bool) -> int:
     return exitcodes.UNAVAILABLE if result.problem else exitcodes.OK
 
 
-@subcommand(click.argument("kind", type=click.Choice(["live", "ready", "startup"])), name="probe", json_output=False)
+@subcommand(
+    click.argument("kind", type=click.Choice(["live", "ready", "startup"])),
+    name="probe",
+    json_output=False,
+    asks_service=True,
+)
 def probe_command(settings: Settings, kind: str) -> int:
     """Health probe for Docker HEALTHCHECK / Kubernetes: exit 0 pass, 1 fail.
 
