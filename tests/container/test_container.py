@@ -65,7 +65,7 @@ def test_healthcheck_follows_readiness_and_status_and_doctor_answer(start) -> No
     assert env["CONDA_PREFIX"] == "/opt/conda/envs/human"
     assert env["TEST_CONDA_VAR"] == "from-conda-meta" and env["TEST_ACTIVATE_D"] == "sourced"
     assert "" not in env["LD_LIBRARY_PATH"].split(":")
-    assert env["PYTHONUNBUFFERED"] == "1"  # from the launcher layer: the stand-in base does not set it
+    assert env["PYTHONUNBUFFERED"] == "1"  # from heygem-launch itself: neither image sets it here
 
 
 def test_app_killed_inside_is_respawned_and_the_container_stays_up(start) -> None:  # type: ignore[no-untyped-def]
