@@ -11,6 +11,8 @@ from typing import Any
 
 from launcher.errors import ConfigError
 
+SOCKET_NAME = "supervisor.sock"
+
 
 @dataclass(frozen=True)
 class RunDir:
@@ -18,7 +20,7 @@ class RunDir:
 
     @property
     def socket(self) -> Path:
-        return self.path / "supervisor.sock"
+        return self.path / SOCKET_NAME
 
     @property
     def config(self) -> Path:
