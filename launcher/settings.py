@@ -237,6 +237,13 @@ SPECS: tuple[Spec, ...] = (
         lambda: "10MB",
         "size at which the app's log in the run dir is rotated",
     ),
+    Spec(
+        "HEYGEM_RESTART_TIMEOUT",
+        "restart_timeout",
+        _positive_seconds,
+        lambda: "180",
+        "seconds a restarted app has to become ready before the previous one is brought back (exit 69)",
+    ),
     Spec("HEYGEM_LOG_BACKUPS", "log_backups", _count, lambda: "3", "rotated copies of the app's log kept"),
     Spec(
         "HEYGEM_APP_LOG",
@@ -353,6 +360,7 @@ class Settings:
     start_retries: int
     max_restarts: int
     restart_window: float
+    restart_timeout: float
     log_max_bytes: int
     log_backups: int
     app_log: Path  # resolved against app_dir by build_settings
@@ -454,6 +462,15 @@ _ENV_KEY = re.compile(r"[^=\s]+")
 
 def _printable_key(key: str) -> str:
     return repr(key.encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace")[:60])
+
+
+def run_dir_value(raw: str | None) -> Path:
+    """HEYGEM_RUN_DIR alone (the client side needs nothing else): its default when None; ConfigError if bad."""
+    raw = _default_run_dir() if raw is None else raw
+    try:
+        return _run_dir(checks.text(raw).strip())
+    except ValueError as exc:
+        raise ConfigError(f"HEYGEM_RUN_DIR={_shown('HEYGEM_RUN_DIR', raw)}: {exc}") from None
 
 
 def find_env_file(flag: str | None, environ: Mapping[str, str], cwd: Path) -> Path | None:
