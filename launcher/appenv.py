@@ -31,14 +31,18 @@ def base_environment(settings: Settings, environ: Mapping[str, str]) -> dict[str
     launcher's own HEYGEM_* settings (they are not the app's). Raises ConfigError for a variable no
     environment file can hold (bytes that are not UTF-8)."""
     env = {k: v for k, v in {**settings.app_env, **environ}.items() if not k.startswith(OWN_PREFIX)}
+    check_text(env, "in the environment")
+    return env
+
+
+def check_text(env: Mapping[str, str], where: str) -> None:
+    """ConfigError for a variable that no environment file (JSON, UTF-8) can carry to the app."""
     for key, value in env.items():
         try:
             values.text(key)
             values.text(value)
         except ValueError as exc:
-            shown = key.encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace")
-            raise ConfigError(f"environment variable {shown!r}: {exc}") from None
-    return env
+            raise ConfigError(f"environment variable {values.printable(key)!r} ({where}): {exc}") from None
 
 
 def prepare_environment(settings: Settings, environ: Mapping[str, str]) -> AppEnvironment:
@@ -46,6 +50,7 @@ def prepare_environment(settings: Settings, environ: Mapping[str, str]) -> AppEn
     # Loader-safe before the activate.d shell runs in the app dir, and again after (a script may set more).
     base, warnings = safe_loader_env(base_environment(settings, environ), strict=True)
     env, more = strip_loader_variables(conda.activate(base, env_info, settings.app_dir))
+    check_text(env, "set by an activate.d script")
     warnings += [f"removed {key}, set by an activate.d script, from the app's environment" for key in more]
     if ORT_KILL_SWITCH in env:
         warnings.append(

@@ -461,7 +461,7 @@ _ENV_KEY = re.compile(r"[^=\s]+")
 
 
 def _printable_key(key: str) -> str:
-    return repr(key.encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace")[:60])
+    return repr(checks.printable(key)[:60])
 
 
 def run_dir_value(raw: str | None) -> Path:
@@ -486,7 +486,7 @@ def find_env_file(flag: str | None, environ: Mapping[str, str], cwd: Path) -> Pa
 
 def _shown(key: str, raw: str) -> str:
     """A bad value as printed in an error: masked when secret, cut short, non-UTF-8 bytes escaped."""
-    shown = repr(mask_value(key, raw.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")))
+    shown = repr(mask_value(key, checks.printable(raw)))
     return shown if len(shown) <= 80 else shown[:77] + "..."
 
 

@@ -15,6 +15,7 @@ UNIX_PATH_MAX = 107
 # Longer patterns are not a log-line rule a person writes; the cap keeps re's compiler (recursive Python)
 # far from its limits and the per-line cost small.
 REGEX_MAX = 2000
+REGEX_DEPTH = 50  # nested groups; re's parser and compiler recurse once per level
 _DIGITS = re.compile(r"[0-9]{1,12}")
 _NUMBER = re.compile(r"[0-9]+(\.[0-9]*)?([eE][+-]?[0-9]+)?|\.[0-9]+([eE][+-]?[0-9]+)?")
 
@@ -29,6 +30,14 @@ def text(raw: str) -> str:
     except UnicodeEncodeError:
         raise ValueError("is not valid UTF-8") from None
     return raw
+
+
+def printable(raw: str) -> str:
+    """Text safe to print: bytes that were not UTF-8 (and lone surrogates) as backslash escapes."""
+    try:
+        return raw.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return raw.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def one_line(raw: str) -> str:
@@ -92,6 +101,8 @@ def regex(raw: str) -> re.Pattern[str]:
         raise ValueError("must not be empty (it would match every line)")
     if len(raw) > REGEX_MAX:
         raise ValueError(f"longer than {REGEX_MAX} characters")
+    if group_depth(raw) > REGEX_DEPTH:
+        raise ValueError(f"groups nested more than {REGEX_DEPTH} deep")
     try:
         pattern = re.compile(raw)
     except re.error as exc:
@@ -101,3 +112,24 @@ def regex(raw: str) -> re.Pattern[str]:
     if pattern.search("") is not None:
         raise ValueError("matches an empty line, so it would match every line")
     return pattern
+
+
+def group_depth(raw: str) -> int:
+    """How deep a pattern's groups nest, skipping escapes and character classes."""
+    depth = deepest = 0
+    escaped = in_class = False
+    for char in raw:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+        elif char == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char == ")":
+            depth = max(0, depth - 1)
+    return deepest

@@ -212,5 +212,7 @@ def start(
         cmd = [*LAUNCH]
     out, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
     with out.open("wb") as o, err.open("wb") as e:
-        proc = subprocess.Popen([*cmd, *args], cwd=cwd or app_dir, env=environ, stdout=o, stderr=e, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [*cmd, *args], cwd=cwd or app_dir, env=environ, stdout=o, stderr=e, stdin=subprocess.DEVNULL
+        )
     return Service(proc, port, app_dir, run_dir, out, err, namespace)
