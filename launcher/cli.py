@@ -79,7 +79,9 @@ def interruptible() -> Iterator[None]:
 def _interrupted(exc: Interrupted, what: str) -> int:
     name = signal.Signals(exc.signum).name
     click.echo(f"heygem-launch: {name} {what}: the probe was stopped and the app not started", err=True)
-    return 128 + exc.signum
+    from launcher.exitpolicy import interrupted_code
+
+    return interrupted_code(exc.signum)
 
 
 def _check(settings: Settings, as_json: bool) -> int:

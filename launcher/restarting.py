@@ -18,7 +18,7 @@ from launcher import exitcodes
 from launcher.errors import LaunchError
 from launcher.preflight import CheckResult, preflight
 from launcher.report import render_check
-from launcher.rundir import RunDir, read_json, write_json
+from launcher.rundir import RunDir, read_json, remove, write_json
 from launcher.settings import Settings, load_settings
 
 
@@ -60,7 +60,7 @@ class Trial:
 def read_request(run: RunDir, now: float) -> Request:
     """The client's request file (its id and flags), consumed; a bare SIGHUP when there is none."""
     data = read_json(run.restart_request)
-    run.restart_request.unlink(missing_ok=True)
+    remove(run.restart_request)
     if not isinstance(data, dict) or not isinstance(data.get("id"), str):
         return Request(now)
     flags = data.get("flags") if isinstance(data.get("flags"), dict) else {}
@@ -158,7 +158,7 @@ class RestartFlow:
         assert self.trial is not None
         trial, self.trial = self.trial, None
         for old in range(1, generation):
-            self.run.app_env(old).unlink(missing_ok=True)
+            remove(self.run.app_env(old))
         shown = f"pid {app_pid}, " if app_pid else ""
         message = f"app restarted with the new environment ({shown}generation {generation}); it is ready"
         self.log(message)

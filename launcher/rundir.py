@@ -162,6 +162,12 @@ def write_private(path: Path, text: str) -> None:
         raise RunDirError(f"run dir {path.parent}: {path.name}: text that is not UTF-8") from None
 
 
+def remove(path: Path) -> None:
+    """Remove a run dir file if it is there; a run dir gone read-only must not turn a cleanup into a crash."""
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
+
+
 def write_json(path: Path, data: Any) -> None:
     write_private(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 

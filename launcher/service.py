@@ -30,7 +30,16 @@ from launcher.follow import Follower
 from launcher.loaderenv import launcher_child_env
 from launcher.preflight import CheckResult
 from launcher.restarting import Generation, RestartFlow
-from launcher.rundir import RunDir, RunDirError, prepare, running_pid, write_json, write_pidfile, write_private
+from launcher.rundir import (
+    RunDir,
+    RunDirError,
+    prepare,
+    remove,
+    running_pid,
+    write_json,
+    write_pidfile,
+    write_private,
+)
 from launcher.settings import Settings
 from launcher.supervisor_config import PROGRAM, Credentials, render
 from launcher.watchdog import CPU_FALLBACK, Incident
@@ -163,7 +172,7 @@ class Service:
             )
         self.pidfile_fd = write_pidfile(self.run)
         for stale in (self.run.socket, self.run.restart_result, self.run.restart_request):
-            stale.unlink(missing_ok=True)
+            remove(stale)
         self.credentials = new_credentials(self.run)
         self.write_generation(self.new_generation(self.settings, self.check))
         self.save_state()
@@ -436,7 +445,7 @@ class Service:
             procs.reap_orphans(None)
         with contextlib.suppress(OSError, LaunchError):  # the output's end is worth less than a clean stop
             self.watch.copy_output(final=True)
-        self.run.pidfile.unlink(missing_ok=True)
+        remove(self.run.pidfile)
         if self.pidfile_fd is not None:
             os.close(self.pidfile_fd)
             self.pidfile_fd = None
@@ -487,7 +496,7 @@ class Service:
         previous = self.flow.failed(reason)
         failed = self.generation
         self.install(previous)
-        self.run.app_env(failed).unlink(missing_ok=True)
+        remove(self.run.app_env(failed))
         self.flow.next()
 
 
