@@ -230,3 +230,24 @@ def test_planted_libc_in_the_app_dir_reaches_no_process(shared_tmp: Path, ort_en
 
 def procs_parent(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def test_activate_scripts_and_the_probe_get_a_loader_safe_environment(tmp_path: Path) -> None:
+    """The activate.d shell runs in the app dir: it must not search it for libraries either, nor preload."""
+    from launcher.appenv import prepare_environment
+    from launcher.settings import build_settings
+    from tests import envs
+
+    prefix = envs.make_venv(tmp_path / "envs" / "human")
+    seen = tmp_path / "seen.txt"
+    envs.make_conda(prefix, {}, f'echo "${{LD_LIBRARY_PATH-unset}}|${{LD_PRELOAD-unset}}" > {seen}\n')
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    settings = build_settings(
+        {}, {"HEYGEM_CONDA_ENV": str(prefix), "HEYGEM_RUN_DIR": str(tmp_path / "run")}, {}, cwd=app_dir
+    )
+    app = prepare_environment(settings, {"PATH": "/usr/bin:/bin", "LD_LIBRARY_PATH": ":rel::", "LD_PRELOAD": "/x.so"})
+    assert seen.read_text() == "unset|unset\n"  # nothing but empty and relative entries: no LD_LIBRARY_PATH
+    assert "LD_PRELOAD" not in app.env
+    assert all(entry.startswith("/") for entry in app.env.get("LD_LIBRARY_PATH", "/").split(":"))
+    assert any("LD_PRELOAD" in warning for warning in app.warnings)
