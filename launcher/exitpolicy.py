@@ -3,10 +3,12 @@ FATAL line, and the exit code for a signal. No processes here; the service loop 
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 from collections import deque
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from launcher.settings import Settings
@@ -44,6 +46,12 @@ class RestartBudget:
     def __len__(self) -> int:
         return len(self.times)
 
+    def crashed_too_often(self, last_exit: str, last_output: str) -> str:
+        return (
+            f"app restarted {len(self.times)} times in {self.window:.0f} s (HEYGEM_MAX_RESTARTS={self.max_restarts}); "
+            f"last: {last_exit}; last output: {last_output}"
+        )
+
     def exceeded(self, last: str) -> str:
         return (
             f"{len(self.times)} restarts in {self.window:.0f} s (HEYGEM_MAX_RESTARTS={self.max_restarts}): "
@@ -76,3 +84,14 @@ def fatal_line(settings: Settings, reason: str, last_output: str) -> str:
         f"app gave up after {attempts} quick failure{'s' if attempts != 1 else ''} "
         f"(HEYGEM_START_RETRIES={settings.start_retries}): {reason}; last output: {last_output}"
     )
+
+
+def last_output(app_log: Path, count: int = 5, window: int = 8192) -> str:
+    """The app's last `count` output lines (from the last `window` bytes of its log), for a give-up line."""
+    try:
+        with open(app_log, "rb") as handle:
+            handle.seek(max(0, os.fstat(handle.fileno()).st_size - window))
+            tail = handle.read(window).decode(errors="replace").splitlines()[-count:]
+    except OSError:
+        return "(none)"
+    return " | ".join(line.strip()[:200] for line in tail if line.strip()) or "(none)"

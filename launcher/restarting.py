@@ -21,6 +21,8 @@ from launcher.report import render_check
 from launcher.rundir import RunDir, read_json, remove, write_json
 from launcher.settings import Settings, load_settings
 
+PASSED = "passed"
+
 
 @dataclass(frozen=True)
 class Generation:
@@ -53,6 +55,7 @@ class Trial:
     request: Request
     previous: Generation
     deadline: float
+    timeout: float
     result: dict[str, Any]
     app_pid: int | None = None
 
@@ -147,16 +150,29 @@ class RestartFlow:
     def start_trial(self, outcome: Outcome, previous: Generation, timeout: float) -> None:
         assert outcome.check is not None
         result = {"check": outcome.check.as_dict(), "report": render_check(outcome.check)}
-        self.trial = Trial(outcome.request, previous, time.monotonic() + timeout, result)
+        self.trial = Trial(outcome.request, previous, time.monotonic() + timeout, timeout, result)
 
     def deadline_in(self) -> float | None:
         """Seconds until the trial's deadline (for select()), or None."""
         return None if self.trial is None else max(0.0, self.trial.deadline - time.monotonic())
 
-    def passed(self, generation: int, app_pid: int | None) -> None:
+    def judge(self, ready: bool, now: float) -> str | None:
+        """PASSED once the new app is ready; the reason to roll back once HEYGEM_RESTART_TIMEOUT has passed
+        (`now` on the monotonic clock); None while on trial, or when there is no trial."""
+        trial = self.trial
+        if trial is None:
+            return None
+        if ready:
+            return PASSED
+        if now >= trial.deadline:
+            return f"the new app was not ready within HEYGEM_RESTART_TIMEOUT={trial.timeout:g} s"
+        return None
+
+    def passed(self, generation: int) -> None:
         """The new app is ready: the restart is done."""
         assert self.trial is not None
         trial, self.trial = self.trial, None
+        app_pid = trial.app_pid
         for old in range(1, generation):
             remove(self.run.app_env(old))
         shown = f"pid {app_pid}, " if app_pid else ""

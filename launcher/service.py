@@ -29,7 +29,7 @@ from launcher.exitpolicy import RestartBudget
 from launcher.follow import Follower
 from launcher.loaderenv import launcher_child_env
 from launcher.preflight import CheckResult
-from launcher.restarting import Generation, RestartFlow
+from launcher.restarting import PASSED, Generation, RestartFlow
 from launcher.rundir import (
     RunDir,
     RunDirError,
@@ -375,11 +375,7 @@ class Service:
             self.save_state()
             self.log(f"app exited ({self.last_exit}); supervisord restarts it")
             if too_many:
-                return (
-                    f"app restarted {len(self.restarts)} times in {self.settings.restart_window:.0f} s "
-                    f"(HEYGEM_MAX_RESTARTS={self.settings.max_restarts}); last: {self.last_exit}; "
-                    f"last output: {self.last_output()}"
-                )
+                return self.restarts.crashed_too_often(self.last_exit, self.last_output())
         if state == "FATAL":
             reason = info["spawnerr"] or self.last_exit or exitpolicy.exit_reason(None, info)
             return exitpolicy.fatal_line(self.settings, reason, self.last_output())
@@ -416,14 +412,8 @@ class Service:
         how, self.exit_reason = exitpolicy.exit_reason(self.exit_reason or None, info), ""
         return how
 
-    def last_output(self, count: int = 5) -> str:
-        try:
-            with open(self.run.app_log, "rb") as handle:
-                handle.seek(max(0, os.fstat(handle.fileno()).st_size - 8192))
-                tail = handle.read().decode(errors="replace").splitlines()[-count:]
-        except OSError:
-            return "(none)"
-        return " | ".join(line.strip()[:200] for line in tail if line.strip()) or "(none)"
+    def last_output(self) -> str:
+        return exitpolicy.last_output(self.run.app_log)
 
     # -- stop -----------------------------------------------------------------------------------------
     def stop(self, code: int) -> int:
@@ -483,14 +473,11 @@ class Service:
 
     def judge_trial(self) -> None:
         """A new generation on trial passes once ready; past HEYGEM_RESTART_TIMEOUT it is rolled back."""
-        trial = self.flow.trial
-        if trial is None:
-            return
-        if self.app_pidfd is not None and self.watch.state()["ready"]:
-            self.flow.passed(self.generation, trial.app_pid)
-        elif time.monotonic() >= trial.deadline:
-            limit = self.settings.restart_timeout
-            self.rollback(f"the new app was not ready within HEYGEM_RESTART_TIMEOUT={limit:g} s")
+        verdict = self.flow.judge(self.app_pidfd is not None and self.watch.state()["ready"], time.monotonic())
+        if verdict == PASSED:
+            self.flow.passed(self.generation)
+        elif verdict is not None:
+            self.rollback(verdict)
 
     def rollback(self, reason: str) -> None:
         previous = self.flow.failed(reason)
