@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from launcher import supervisor_config
+from launcher.appenv import prepare_environment
 from launcher.errors import ConfigError
 from launcher.rundir import RunDir
 from launcher.settings import SPECS, build_settings, load_settings, read_env_file
@@ -140,8 +141,8 @@ KEYS = st.sampled_from([spec.key for spec in SPECS])
 
 
 def outcome(environ: dict[str, str], dotenv: dict[str, str | None], cwd: Path) -> None:
-    """What `--check-only` does before its probe: build and check the settings, then render supervisord's
-    config and check the run dir's socket path; only ConfigError may come out."""
+    """What `--check-only` and a start do before the probe: build and check the settings, prepare the app's
+    environment (conda, library path) and render supervisord's config; only ConfigError may come out."""
     try:
         built = build_settings(dotenv, environ, {}, cwd=cwd)
         from launcher.settings import check_paths
@@ -149,6 +150,10 @@ def outcome(environ: dict[str, str], dotenv: dict[str, str | None], cwd: Path) -
         check_paths(built)
     except ConfigError as exc:
         assert "\n" not in str(exc) or "HEYGEM" in str(exc)
+        return
+    try:
+        prepare_environment(built, {"PATH": "/usr/bin:/bin"})
+    except ConfigError:
         return
     run = RunDir(built.run_dir)
     supervisor_config.render(
