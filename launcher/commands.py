@@ -122,7 +122,7 @@ def restart(run: RunDir, flags: dict[str, str | None] | None = None) -> dict[str
     data = client.saved(run)
     request_id = new_request_id()
     write_json(
-        run.restart_request,
+        run.restart_request(request_id),
         {"id": request_id, "flags": request_flags(flags or {}, Path.cwd()), "requested_at": time.time()},
     )
     os.kill(pid, signal.SIGHUP)

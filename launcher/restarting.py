@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from launcher import exitcodes
@@ -60,19 +61,31 @@ class Trial:
     app_pid: int | None = None
 
 
-def read_request(run: RunDir, now: float) -> Request:
-    """The client's request file (its id and flags), consumed; a bare SIGHUP when there is none."""
-    data = read_json(run.restart_request)
-    remove(run.restart_request)
-    if not isinstance(data, dict) or not isinstance(data.get("id"), str):
-        return Request(now)
-    flags = data.get("flags") if isinstance(data.get("flags"), dict) else {}
-    clean = {str(k): str(v) for k, v in flags.items() if isinstance(v, str)}
-    return Request(now, data["id"], clean)
+def read_requests(run: RunDir, now: float) -> list[Request]:
+    """The clients' request files (each with its id and flags), consumed, oldest first; one bare request when
+    there is none (a SIGHUP from `docker kill -s HUP`). One file per request: two clients never overwrite
+    each other's."""
+    requests = []
+    for path in sorted(run.restart_requests(), key=_mtime):
+        data = read_json(path)
+        remove(path)
+        if not isinstance(data, dict) or not isinstance(data.get("id"), str):
+            continue
+        flags = data.get("flags") if isinstance(data.get("flags"), dict) else {}
+        clean = {str(k): str(v) for k, v in flags.items() if isinstance(v, str)}
+        requests.append(Request(now, data["id"], clean))
+    return requests or [Request(now)]
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 class RestartFlow:
-    """Owned by the service loop; `replace` and `rollback` are the service's own ways to install a generation."""
+    """Owned by the service loop, which installs the generations it decides on (or rolls back to)."""
 
     def __init__(
         self,
@@ -90,7 +103,7 @@ class RestartFlow:
 
     # -- requests -------------------------------------------------------------------------------------
     def request(self, now: float) -> None:
-        self.queue.append(read_request(self.run, now))
+        self.queue.extend(read_requests(self.run, now))
         self.next()
 
     def busy(self) -> bool:

@@ -44,9 +44,11 @@ class RunDir:
     def restart_result(self) -> Path:
         return self.path / "restart.json"
 
-    @property
-    def restart_request(self) -> Path:
-        return self.path / "restart-request.json"
+    def restart_request(self, request_id: str) -> Path:
+        return self.path / f"restart-request.{request_id}.json"
+
+    def restart_requests(self) -> list[Path]:
+        return list(self.path.glob("restart-request.*.json"))
 
     @property
     def settings(self) -> Path:

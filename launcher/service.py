@@ -171,7 +171,7 @@ class Service:
                 exit_code=exitcodes.CONFIG,
             )
         self.pidfile_fd = write_pidfile(self.run)
-        for stale in (self.run.socket, self.run.restart_result, self.run.restart_request):
+        for stale in (self.run.socket, self.run.restart_result, *self.run.restart_requests()):
             remove(stale)
         self.credentials = new_credentials(self.run)
         self.write_generation(self.new_generation(self.settings, self.check))

@@ -192,3 +192,17 @@ def test_crash_line_names_the_exit_status(tmp_path: Path, ort_env: Path) -> None
         assert "exit status 3" in line, line
     finally:
         svc.cleanup()
+
+
+def test_two_restarts_at_once_each_get_their_answer(service: harness.Service) -> None:
+    """Each client's request is its own file with its own id: neither is lost, neither waits for nothing."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    old = service.wait_app()
+    write_env(service, f"{PROVIDER}APP_SETTING=both\n".encode())
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _i: control(service, "restart", "--json"), range(2)))
+    assert [r.returncode for r in results] == [0, 0], results
+    ids = {json.loads(r.stdout)["id"] for r in results}
+    assert len(ids) == 2
+    assert environ_of(service.wait_app(not_pid=old["pid"])["pid"])["APP_SETTING"] == "both"
