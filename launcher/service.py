@@ -219,13 +219,26 @@ class Service:
         try:
             return self.loop(wake_r, received)
         except RunDirError as exc:
-            self.log(f"{exc}; stopping the app and supervisord")
-            return self.stop(exitcodes.SOFTWARE) if self.proc is not None else exitcodes.SOFTWARE
+            return self.abort(str(exc), exitcodes.SOFTWARE)
+        except LaunchError as exc:
+            return self.abort(str(exc), exc.exit_code)
+        except Exception as exc:  # a bug of ours: still nothing may be left running
+            if os.environ.get("HEYGEM_DEBUG"):
+                raise
+            return self.abort(f"internal error: {type(exc).__name__}: {exc}", exitcodes.SOFTWARE)
         finally:
             signal.set_wakeup_fd(-1)
             self.flow.executor.shutdown(wait=False, cancel_futures=True)
             os.close(wake_r)
             os.close(wake_w)
+
+    def abort(self, message: str, code: int) -> int:
+        """One line, then the clean stop (app, supervisord, probes) if anything was started."""
+        if self.proc is None:
+            self.log(message)
+            return code
+        self.log(f"{message}; stopping the app and supervisord")
+        return self.stop(code)
 
     def loop(self, wake_r: int, received: list[int]) -> int:
         """Start supervisord, then follow it until a stop; the exit code."""
