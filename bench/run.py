@@ -12,6 +12,8 @@ idle:      heygem-launch, supervisord and the wrapper at rest: RSS <= 60 MB in a
 detect:    the queue-full line -> a new app process (target median < 2 s); a stall -> a new app process
            (HEYGEM_STALL_SECONDS=3 here; target < 3 + 2 s).
 probes:    `heygem-launch probe live|ready|startup` on a ready service (target median < 0.3 s).
+flood:     the launcher side's CPU while the app writes 200 records/s (each to its log and to stderr),
+           beside the same processes at rest, same run; target: heygem-launch under 2% of one core.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from service import bench_idle, bench_respawn, bench_stop
-from watch import bench_detect, bench_probes
+from watch import bench_detect, bench_flood, bench_probes
 
 PY = sys.executable
 NAIVE = [PY, "-c", "import onnxruntime; print(onnxruntime.get_available_providers())"]
@@ -91,6 +93,7 @@ BENCHES: dict[str, Callable[[argparse.Namespace], dict[str, object]]] = {
     "idle": lambda a: bench_idle(a.idle_seconds),
     "detect": lambda a: bench_detect(min(a.rounds, 7)),
     "probes": lambda a: bench_probes(a.rounds),
+    "flood": lambda a: bench_flood(min(a.idle_seconds, 30)),
 }
 
 

@@ -92,3 +92,40 @@ def bench_probes(rounds: int) -> dict[str, object]:
             stack.stop()
     medians = {k: round(statistics.median(v), 3) for k, v in times.items()}
     return {**{f"{k}_median_s": v for k, v in medians.items()}, "target_s": 0.3, "pass": max(medians.values()) < 0.3}
+
+
+def bench_flood(seconds: float, rate: float = 200.0) -> dict[str, object]:
+    """The launcher side's CPU while the app writes `rate` records a second (each to its log file and to
+    stderr, as HeyGem does), beside the same processes at rest, in one run."""
+    from service import _cpu_seconds, _is_descendant, _name
+
+    with tempfile.TemporaryDirectory() as tmp:
+        stack = Stack("launcher", Path(tmp) / "flood")
+        try:
+            app = stack.app()
+            wait_until(lambda s=stack: _ready(s), timeout=30, interval=0.05)
+            side = [p for p in stack.descendants() if p != app and not _is_descendant(p, app)]
+
+            def cpu_over(window: float) -> dict[str, float]:
+                before = {p: _cpu_seconds(p) for p in side}
+                time.sleep(window)
+                return {_name(p): round((_cpu_seconds(p) - before[p]) / window * 100, 2) for p in side}
+
+            idle = cpu_over(seconds)
+            with urllib.request.urlopen(f"http://127.0.0.1:{stack.port}/flood?rate={rate}&seconds={seconds + 2}"):
+                pass
+            time.sleep(1)
+            busy = cpu_over(seconds)
+            restarted = stack.app() != app
+        finally:
+            stack.stop()
+    launcher = busy.get("heygem-launch", 0.0)
+    return {
+        "records_per_s": rate,
+        "window_s": seconds,
+        "idle_cpu_percent": idle,
+        "flood_cpu_percent": busy,
+        "heygem_launch_target_percent": 2.0,
+        "restarted_during_flood": restarted,
+        "pass": launcher < 2.0 and not restarted,
+    }

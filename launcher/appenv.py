@@ -64,6 +64,9 @@ def prepare_environment(settings: Settings, environ: Mapping[str, str]) -> AppEn
         env["LD_LIBRARY_PATH"] = library_path.value
     else:
         env.pop("LD_LIBRARY_PATH", None)
+    # Under supervisord's pipe, Python 3.8 block-buffers print(): Gradio's URL and ONNX Runtime's Python-level
+    # "EP Error ... Falling back" would arrive at exit only. A user's own value wins.
+    env.setdefault("PYTHONUNBUFFERED", "1")
     port, port_warning = app_port(settings.app_port, env.get(PORT_VARIABLE))
     if port_warning:
         warnings.append(port_warning)

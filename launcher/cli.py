@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import click
@@ -263,6 +264,35 @@ def probe_command(run: RunDir, _flags: dict[str, str | None], kind: str) -> int:
     answer = probe(kind, run)
     click.echo(answer.line())
     return 0 if answer.ok else 1
+
+
+@subcommand(
+    click.argument("dh_log", type=click.Path(exists=True, dir_okay=False, path_type=Path)),
+    click.option(
+        "--stderr",
+        "stderr",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="the app's stderr (the second copy of each record, and ONNX Runtime's own lines)",
+    ),
+    click.option(
+        "--stdout",
+        "stdout",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="the app's print() output (no times: read after the rest)",
+    ),
+)
+def replay(settings: Settings, as_json: bool, dh_log: Path, stderr: Path | None, stdout: Path | None) -> int:
+    """The watchdog's rules over a recorded HeyGem log, on the lines' own timestamps: readiness, each task
+    (code, frames, frames/s, outcome) and each incident with what the service would have done. Exit 0."""
+    from launcher.replay import render, replay
+    from launcher.report import to_json
+
+    try:
+        result = replay(settings, dh_log, stderr, stdout)
+    except OSError as exc:
+        raise LaunchError(f"{exc.filename}: cannot read: {exc.strerror}", exit_code=exitcodes.CONFIG) from None
+    click.echo(to_json(result.as_dict()) if as_json else render(result))
+    return exitcodes.OK
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,7 +3,9 @@
 1. the GPU table (nvidia-smi's utilisation and memory) -> NVML;
 2. the service process's environment (`ps e -p PID | grep LD_LIBRARY_PATH`) -> /proc/PID/environ;
 3. `check_env/check_onnx_cuda.py` -> a fresh preflight, which unlike that script can fail;
-4. `tail -200 log/dh.log | grep -E '队列|阻塞|ERROR|GPU'` -> the same lines, counted.
+4. `tail -200 log/dh.log | grep -E '队列|阻塞|ERROR|GPU'` -> HeyGem's own WARNING/ERROR records and its
+   blocked and failure lines, since the app's current start only (the repo ships a log with old failures),
+   plus ONNX Runtime's fallback lines from the app's output; not every line that mentions a queue or a GPU.
 It works with and without a running service: without one, an app started by hand is looked for by its
 working directory and command line.
 """
@@ -11,7 +13,7 @@ working directory and command line.
 from __future__ import annotations
 
 import os
-import re
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,12 +21,14 @@ from typing import Any
 
 from launcher import gpu, procs
 from launcher.commands import status
+from launcher.heygem_log import parse_record
 from launcher.masking import mask_env
 from launcher.preflight import CheckResult, run_preflight
+from launcher.rundir import RunDir
 from launcher.settings import Settings
 
-LOG_TAIL = 200
-KEYWORDS = ("队列", "阻塞", "ERROR", "GPU")  # the write-up's grep
+LOG_TAIL = 2000  # records read back from the end of the log
+LOG_SHOWN = 15
 SHOWN_ENV = (
     "LD_LIBRARY_PATH",
     "CUDA_VISIBLE_DEVICES",
@@ -44,6 +48,7 @@ class Doctor:
     app_pid: int | None
     app_env: dict[str, str]
     app_gpu: list[procs.GpuUse]
+    app_ort: list[procs.OrtUse]
     log: dict[str, Any]
     conclusion: str = ""
     problem: bool = False
@@ -67,7 +72,8 @@ class Doctor:
                     }
                     for u in self.app_gpu
                 ],
-                "cuda_provider_loaded": self.provider_loaded,
+                "onnxruntime_on_cpu": self.ort_on_cpu,
+                "onnxruntime_loaded": any(u.onnxruntime for u in self.app_ort),
                 "cuda_context": self.cuda_context,
             },
             "preflight": {
@@ -80,8 +86,9 @@ class Doctor:
         }
 
     @property
-    def provider_loaded(self) -> bool:
-        return any(lib.startswith(PROVIDER_LIB) for use in self.app_gpu for lib in use.libraries)
+    def ort_on_cpu(self) -> list[int]:
+        """The app's processes that loaded ONNX Runtime without its CUDA provider."""
+        return [u.pid for u in self.app_ort if u.on_cpu]
 
     @property
     def cuda_context(self) -> bool:
@@ -123,46 +130,62 @@ def _app_by_hand(settings: Settings) -> int | None:
     return None
 
 
-def scan_log(path: Path) -> dict[str, Any]:
-    """The write-up's `tail -200 | grep -E '队列|阻塞|ERROR|GPU'`, with a count per keyword."""
-    if not path.is_file():
-        return {"path": str(path), "exists": False, "counts": {}, "lines": []}
-    with path.open("rb") as handle:
-        handle.seek(max(0, os.fstat(handle.fileno()).st_size - 256 * 1024))
-        tail = handle.read().decode("utf-8", errors="replace").splitlines()[-LOG_TAIL:]
-    pattern = re.compile("|".join(KEYWORDS))
-    matched = [line for line in tail if pattern.search(line)]
-    counts = Counter(k for line in matched for k in KEYWORDS if k in line)
-    return {
-        "path": str(path),
-        "exists": True,
-        "counts": {k: counts.get(k, 0) for k in KEYWORDS},
-        "lines": matched[-15:],
-    }
+def scan_log(settings: Settings, since: float | None, output: Path | None) -> dict[str, Any]:
+    """HeyGem's own WARNING/ERROR records since `since` (the app's start, epoch seconds; None: the whole
+    tail), counted by what they are, and ONNX Runtime's fallback lines from the app's output."""
+    path = settings.app_log
+    found: dict[str, Any] = {"path": str(path), "exists": path.is_file(), "since": since, "counts": {}, "lines": []}
+    counts: Counter[str] = Counter()
+    lines: list[str] = []
+    for line in _tail(path):
+        record = parse_record(line)
+        if record is None or (since is not None and record.at + (0 if record.precise else 1) < since):
+            continue
+        if record.level == "ERROR" and settings.pattern_blocked.search(record.message):
+            counts["blocked"] += 1
+        elif record.level == "ERROR" and settings.pattern_failure.search(record.message):
+            counts["task_failed"] += 1
+        elif record.level in ("WARNING", "ERROR", "CRITICAL"):
+            counts[record.level.lower()] += 1
+        else:
+            continue
+        lines.append(line)
+    for line in _tail(output) if output else []:
+        if settings.pattern_fallback.search(line):
+            counts["onnxruntime_fallback"] += 1
+            lines.append(line)
+    found["counts"] = dict(counts)
+    found["lines"] = lines[-LOG_SHOWN:]
+    return found
+
+
+def _tail(path: Path) -> list[str]:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(max(0, os.fstat(handle.fileno()).st_size - 512 * 1024))
+            return handle.read().decode("utf-8", errors="replace").splitlines()[-LOG_TAIL:]
+    except OSError:
+        return []
 
 
 def conclude(d: Doctor, settings: Settings) -> tuple[bool, str]:
     """The most likely cause, from what was found, most decisive first."""
     on_cuda = settings.require_provider != "CPUExecutionProvider"
-    blocked = d.log.get("counts", {}).get("阻塞", 0) or any(
-        settings.pattern_blocked.search(line) for line in d.log.get("lines", [])
-    )
-    if d.app_pid and on_cuda and not d.cuda_context:
+    blocked = d.log.get("counts", {}).get("blocked", 0)
+    if d.app_pid and on_cuda and (d.ort_on_cpu or d.log.get("counts", {}).get("onnxruntime_fallback")):
         why = (
             f"the app's environment fails the preflight: [{d.check.verdict.cause}] {d.check.verdict.message}"
             if not d.check.ok
             else "a correct environment passes the preflight now, so the app was started "
             "with a different one: restart it under heygem-launch"
         )
-        return (
-            True,
-            f"the running app (pid {d.app_pid}) is on the CPU: none of its processes holds a CUDA context; {why}",
+        where = (
+            f"processes {', '.join(map(str, d.ort_on_cpu))} loaded ONNX Runtime without {PROVIDER_LIB}"
+            if d.ort_on_cpu
+            else "ONNX Runtime logged its fallback"
         )
-    if d.app_pid and on_cuda and not d.provider_loaded:
-        return True, (
-            f"the running app (pid {d.app_pid}) talks to the GPU but has not loaded ONNX Runtime's CUDA "
-            f"provider ({PROVIDER_LIB}): its ONNX models run on the CPU"
-        )
+        torch = " (a CUDA context is held, by torch: that says nothing about ONNX Runtime)" if d.cuda_context else ""
+        return True, f"the running app (pid {d.app_pid}) runs ONNX Runtime on the CPU: {where}{torch}; {why}"
     if not d.check.ok:
         return (
             True,
@@ -191,8 +214,18 @@ def run_doctor(settings: Settings, environ: dict[str, str]) -> Doctor:
     group = app_proc.pgrp if app_proc else None
     members = procs.group_members(group) if group else []
     uses = [u for u in (procs.gpu_use(p.pid) for p in members) if u is not None]
+    ort = [u for u in (procs.ort_use(p.pid) for p in members) if u is not None]
+    since = procs.start_time(app_pid) if app_pid else None
+    output = RunDir(settings.run_dir).app_log if service.get("running") else None
     d = Doctor(
-        gpu.inventory(), run_preflight(settings, environ), service, app_pid, app_env, uses, scan_log(settings.app_log)
+        gpu.inventory(),
+        run_preflight(settings, environ),
+        service,
+        app_pid,
+        app_env,
+        uses,
+        ort,
+        scan_log(settings, since, output),
     )
     d.problem, d.conclusion = conclude(d, settings)
     return d
@@ -225,10 +258,13 @@ def render(d: Doctor) -> str:
     lines += ["", "The running app's environment" + (f" (/proc/{d.app_pid}/environ)" if d.app_pid else "")]
     env = data["app"]["environment"]
     lines += [f"  {k}={env[k]}" for k in SHOWN_ENV if k in env] if d.app_pid else ["  no app process found"]
-    lines += ["", "CUDA in the app's processes"]
+    lines += ["", "ONNX Runtime and CUDA in the app's processes"]
+    ort = {u.pid: u for u in d.app_ort}
     for use in d.app_gpu:
         what = ", ".join(use.libraries + use.devices) or "no CUDA library mapped, no NVIDIA device open"
-        lines.append(f"  pid {use.pid}: {what}")
+        o = ort.get(use.pid)
+        onnx = "" if o is None or not o.onnxruntime else ("ORT on CUDA; " if o.cuda_provider else "ORT ON THE CPU; ")
+        lines.append(f"  pid {use.pid}: {onnx}{what}")
     if not d.app_gpu:
         lines.append("  no app process found")
     lines += ["", "Fresh preflight"]
@@ -237,9 +273,14 @@ def render(d: Doctor) -> str:
         if d.check.ok
         else f"  REFUSED [{d.check.verdict.cause}]: {d.check.verdict.message}\n  fix: {d.check.verdict.fix}"
     )
-    lines += ["", f"Log {d.log['path']} (last {LOG_TAIL} lines)"]
+    since = (
+        "since the app started " + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d.log["since"]))
+        if d.log.get("since")
+        else "no app running: the log's tail"
+    )
+    lines += ["", f"Log {d.log['path']}: HeyGem's warnings, errors, blocked and failed tasks ({since})"]
     if d.log["exists"]:
-        lines.append("  " + ", ".join(f"{k} {n}" for k, n in d.log["counts"].items()))
+        lines.append("  " + (", ".join(f"{k} {n}" for k, n in d.log["counts"].items()) or "none"))
         lines += [f"  | {line[:200]}" for line in d.log["lines"]]
     else:
         lines.append("  does not exist")

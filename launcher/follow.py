@@ -1,80 +1,110 @@
-"""Follow a growing file like `tail -F`: a file that does not exist yet, rotation, truncation, partial lines.
+"""Follow a growing file like `tail -F`: a file that does not exist yet, rotation, truncation, a rewrite in
+place, partial lines, and lines of any length in bounded memory.
 
-Polled, not inotify: one `stat` and one `read` per tick cost microseconds, and the launcher wakes
-every quarter second anyway. Lines are bytes; decoding (and bad bytes) is the reader's business.
+Polled by the caller when inotify says the folder changed: one `stat` and a few `pread`s a call. Lines are
+bytes; decoding (and bad bytes) is the reader's business. A call reads at most `budget` bytes and sets
+`more` when the file holds more, so a flood of output never holds the service's loop (or its memory).
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
-MAX_PARTIAL = 1 << 20  # a "line" longer than this is passed on in pieces rather than held forever
+BUDGET = 256 * 1024  # bytes read a call
+TAIL = 64  # bytes before the offset remembered to see a file rewritten in place
+CUT_MARK = b" [...line cut]"
 
 
 class Follower:
-    def __init__(self, path: Path, *, from_end: bool = False) -> None:
+    def __init__(self, path: Path, *, from_end: bool = False, line_max: int = 64 * 1024) -> None:
+        """`from_end`: what the file holds now belongs to an earlier run; only what is written after this
+        call is read. The file is opened here, so nothing written between now and the first read is lost."""
         self.path = path
+        self.line_max = line_max
+        self.more = False
         self._fd: int | None = None
         self._inode: tuple[int, int] | None = None
         self._offset = 0
+        self._tail = b""
         self._partial = b""
-        self._from_end = from_end
+        self._skipping = False  # inside a line already cut: drop bytes up to its newline
+        self._open(from_end)
 
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
 
-    def _open(self) -> bool:
+    def _open(self, from_end: bool = False) -> bool:
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError:
             return False
         st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block or never end
+            os.close(fd)
+            return False
         self._fd, self._inode = fd, (st.st_dev, st.st_ino)
-        # Only the first open may skip what is there already; a rotated-in file is read from its start.
-        self._offset = st.st_size if self._from_end else 0
-        self._from_end = False
+        self._offset = st.st_size if from_end else 0
+        self._tail = os.pread(fd, min(TAIL, self._offset), self._offset - min(TAIL, self._offset))
         return True
 
-    def _read_all(self) -> bytes:
+    def _rewritten(self, size: int) -> bool:
+        """Truncated (`: > file`, copytruncate), or rewritten in place with at least as many bytes."""
         assert self._fd is not None
-        chunks = []
-        while True:
-            chunk = os.pread(self._fd, 1 << 16, self._offset)
-            if not chunk:
-                return b"".join(chunks)
-            self._offset += len(chunk)
-            chunks.append(chunk)
+        if size < self._offset:
+            return True
+        return bool(self._tail) and os.pread(self._fd, len(self._tail), self._offset - len(self._tail)) != self._tail
 
-    def read(self) -> list[bytes]:
-        """Complete lines (without b"\\n") written since the last call."""
+    def _read(self, budget: int) -> bytes:
+        assert self._fd is not None
+        data = os.pread(self._fd, budget, self._offset)
+        self._offset += len(data)
+        if data:
+            self._tail = (self._tail + data)[-TAIL:]
+        return data
+
+    def read(self, budget: int = BUDGET) -> list[bytes]:
+        """Complete lines (without b"\\n") written since the last call, at most `budget` bytes of them."""
+        self.more = False
         if self._fd is None and not self._open():
             return []
+        assert self._fd is not None
         try:
             st = os.stat(self.path)
             current: tuple[int, int] | None = (st.st_dev, st.st_ino)
         except OSError:
             current = None
-        if os.fstat(self._fd).st_size < self._offset:  # type: ignore[arg-type]
-            self._offset = 0  # truncated in place (copytruncate, `: > file`)
-            self._partial = b""
-        data = self._read_all()
-        if current != self._inode:
-            # Rotated (renamed away, a new file in its place): finish the old file, then start on the new.
+        if self._rewritten(os.fstat(self._fd).st_size):
+            self._offset, self._tail, self._partial, self._skipping = 0, b"", b"", False
+        data = self._read(budget)
+        if len(data) == budget:
+            self.more = True
+        elif current != self._inode:
+            # Rotated (renamed away, a new file in its place): the old file is finished, go on with the new.
             self.close()
             if current is not None and self._open():
-                data += self._read_all()
+                data += self._read(budget - len(data))
+                self.more = len(data) >= budget
         return self._split(data)
 
     def _split(self, data: bytes) -> list[bytes]:
         if not data:
             return []
-        *lines, rest = (self._partial + data).split(b"\n")
-        if len(rest) > MAX_PARTIAL:
-            lines.append(rest)
-            rest = b""
+        lines: list[bytes] = []
+        if self._skipping:
+            end = data.find(b"\n")
+            if end < 0:
+                return []
+            data, self._skipping = data[end + 1 :], False
+        *complete, rest = (self._partial + data).split(b"\n")
+        for line in complete:
+            lines.append(line if len(line) <= self.line_max else line[: self.line_max] + CUT_MARK)
+        if len(rest) > self.line_max:
+            lines.append(rest[: self.line_max] + CUT_MARK)
+            rest, self._skipping = b"", True
         self._partial = rest
         return lines
 

@@ -70,8 +70,9 @@ def probe(kind: str, run: RunDir) -> ProbeAnswer:
         incident = state["incident"]
         return answer(False, f"incident open: {incident.get('kind')} ({incident.get('snapshot')})")
     if not state.get("ready"):
-        return answer(False, "the app's readiness markers have not all been seen")
+        missing = state.get("missing_markers") or []
+        return answer(False, "not logged yet: " + "; ".join(missing) if missing else "the app is not ready yet")
     port = int(state.get("app_port") or 7860)
     if not _port_answers(port):
         return answer(False, f"port {port} does not answer")
-    return answer(True, f"markers seen, port {port} answers, no incident")
+    return answer(True, f"both workers up, port {port} answers, no incident")

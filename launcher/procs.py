@@ -130,3 +130,58 @@ def environ_of(pid: int) -> dict[str, str]:
         return {}
     pairs = (item.decode(errors="replace").partition("=") for item in raw.split(b"\0") if b"=" in item)
     return {key: value for key, _, value in pairs}
+
+
+_ORT_LIB = re.compile(r"/(libonnxruntime\.so[\w.]*|onnxruntime_pybind11_state[\w.-]*\.so)$")
+_ORT_CUDA = re.compile(r"/libonnxruntime_providers_cuda\.so[\w.]*$")
+
+
+@dataclass(frozen=True)
+class OrtUse:
+    """Whether a process has ONNX Runtime loaded, and its CUDA provider library."""
+
+    pid: int
+    onnxruntime: bool
+    cuda_provider: bool
+
+    @property
+    def on_cpu(self) -> bool:
+        """ONNX Runtime without its CUDA provider library runs on the CPU. The converse does not hold: the
+        library also loads when CUDA then fails to initialise (ORT's own lines tell that case)."""
+        return self.onnxruntime and not self.cuda_provider
+
+
+def ort_use(pid: int) -> OrtUse | None:
+    """From /proc/PID/maps. torch's CUDA context (libcuda.so, /dev/nvidia*) says nothing about ORT: HeyGem's
+    processes hold one whatever ORT does (its issue #54: torch on the GPU while ORT failed on cuDNN)."""
+    try:
+        with open(f"/proc/{pid}/maps", "rb") as handle:
+            maps = handle.read().decode(errors="replace")
+    except OSError:
+        return None
+    lines = maps.splitlines()
+    return OrtUse(
+        pid,
+        onnxruntime=any(_ORT_LIB.search(line) for line in lines),
+        cuda_provider=any(_ORT_CUDA.search(line) for line in lines),
+    )
+
+
+def command_line(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def start_time(pid: int) -> float | None:
+    """When a process started, in seconds since the epoch (/proc/PID/stat field 22 and /proc/stat btime)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            ticks = int(handle.read().decode(errors="replace").rpartition(")")[2].split()[19])
+        with open("/proc/stat") as handle:
+            boot = next(int(line.split()[1]) for line in handle if line.startswith("btime "))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return boot + ticks / os.sysconf("SC_CLK_TCK")

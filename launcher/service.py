@@ -22,7 +22,7 @@ from typing import BinaryIO, TextIO
 
 from inotify_simple import INotify
 
-from launcher import exitcodes, exitpolicy, probe, procs
+from launcher import exitcodes, exitpolicy, ports, probe, procs
 from launcher.control import CALL_ERRORS, Supervisor, new_credentials
 from launcher.errors import LaunchError
 from launcher.exitpolicy import RestartBudget
@@ -42,7 +42,7 @@ from launcher.rundir import (
 )
 from launcher.settings import Settings
 from launcher.supervisor_config import PROGRAM, Credentials, render
-from launcher.watchdog import CPU_FALLBACK, Incident
+from launcher.watchdog import RECORD, RESTART, STOP, WARN, Incident
 from launcher.watching import AppWatch
 
 TICK = 0.25  # while the app is between states
@@ -51,6 +51,7 @@ UNWATCHED_POLL = 1.0  # while the app's log folder does not exist yet, so inotif
 SUPERVISORD_START_TIMEOUT = 15.0
 APP_PID_WAIT = 2.0  # the wrapper forks the app at once; this bounds the wait for its pid under load
 EXIT_LINE_WAIT = 1.0  # supervisord logs how the app ended as it reaps it; this bounds the wait for that line
+READ_INTERVAL = 0.1  # seconds that writes gather after a read: bounds wakeups, adds at most this to detection
 
 
 class Service:
@@ -89,6 +90,7 @@ class Service:
         self.started_at = time.time()
         self.watch = AppWatch(settings, self.run, out)
         self.app_started = False
+        self.next_read = 0.0  # monotonic time before which the app's writes are left to gather
 
     # -- output ---------------------------------------------------------------------------------------
     def log(self, message: str) -> None:
@@ -168,6 +170,14 @@ class Service:
         if other is not None and other != os.getpid():
             raise LaunchError(
                 f"HEYGEM_RUN_DIR={str(self.run.path)!r}: in use by heygem-launch pid {other}",
+                exit_code=exitcodes.CONFIG,
+            )
+        busy = ports.holders(self.check.app.port)
+        if busy:
+            raise LaunchError(
+                f"port {self.check.app.port} (HEYGEM_APP_PORT / GRADIO_SERVER_PORT) is already in use by "
+                f"{', '.join(h.describe() for h in busy)}: Gradio would silently take another port and every "
+                "probe would watch the wrong one; stop that process or choose another port",
                 exit_code=exitcodes.CONFIG,
             )
         self.pidfile_fd = write_pidfile(self.run)
@@ -260,15 +270,23 @@ class Service:
         assert self.proc is not None
         while True:
             self.watch.watch_log_folder(changes)
-            watched = [wake_r, supervisord_fd, changes.fileno()]
+            # A chatty app (HeyGem logs ~20 records a second per task, each twice) would wake us on
+            # every write: after a read, writes are left to gather for READ_INTERVAL.
+            gathering = time.monotonic() < self.next_read
+            watched = [wake_r, supervisord_fd] + ([] if gathering else [changes.fileno()])
             watched += [self.app_pidfd] if self.app_pidfd is not None else []
-            ready, _, _ = select.select(watched, [], [], self.timeout())
+            timeout = self.timeout()
+            if gathering:
+                timeout = min(timeout, max(0.0, self.next_read - time.monotonic()))
+            ready, _, _ = select.select(watched, [], [], timeout)
             with contextlib.suppress(BlockingIOError):
                 while os.read(wake_r, 512):
                     pass
             changes.read(timeout=0)
             signals, received[:] = set(received), []
             found = self.watch.read()
+            if self.watch.read_any:
+                self.next_read = time.monotonic() + READ_INTERVAL
             if signals & {signal.SIGTERM, signal.SIGINT}:
                 name = "SIGTERM" if signal.SIGTERM in signals else "SIGINT"
                 self.log(f"{name}: stopping the app (grace {self.settings.stop_grace} s)")
@@ -288,18 +306,21 @@ class Service:
                 self.log(failure)
                 return self.stop(exitcodes.SOFTWARE)
             self.judge_trial()
-            found = found or self.watch.check(time.time(), self.app_pid)
-            if found:
-                code = self.handle_incident(found)
+            found += self.watch.check(time.time(), self.app_pid)
+            for incident in found:
+                code = self.handle_incident(incident)
                 if code is not None:
                     return code
-            if self.watch.readiness_changed():
-                if self.watch.saved_ready:
-                    self.log(f"app ready (markers seen: {', '.join(self.settings.ready_markers)})")
+            readiness = self.watch.readiness_changed()
+            if readiness and self.watch.saved_ready:
+                self.log(f"app ready (logged: {', '.join(self.settings.ready_markers)})")
+            if readiness | self.watch.tasks_changed():
                 self.save_state()
 
     def timeout(self) -> float:
         """How long select() may sleep: until the next thing that is due, without waking for nothing."""
+        if self.watch.more:
+            return 0.0  # a follower stopped at its budget
         if self.settling():
             return TICK
         now = time.time()
@@ -314,15 +335,18 @@ class Service:
         return timeout if self.watch.log_watched else min(timeout, UNWATCHED_POLL)
 
     def handle_incident(self, found: Incident) -> int | None:
-        """Snapshot first, then the cure: restart the app, or stop on a CPU fallback. An exit code to stop with."""
+        """Snapshot first, then the cure the watchdog named: restart the app, stop (CPU fallback), or only
+        record (a failed task that ended). An exit code to stop with."""
+        if found.action == RESTART and self.deliberate:
+            return None  # the app is being replaced already: the same episode, seen once more
         summary, _path = self.watch.record(found, self.app_pid)
         self.log(summary)
-        if found.kind == CPU_FALLBACK:
-            if self.settings.on_cpu_fallback == "warn":
+        if found.action in (RECORD, WARN):
+            if found.action == WARN:
                 self.log("HEYGEM_ON_CPU_FALLBACK=warn: the app keeps running, on the CPU")
-                self.watch.tolerate_fallback()
-                self.save_state()
-                return None
+            self.save_state()
+            return None
+        if found.action == STOP:
             self.watch.keep_open()
             self.save_state()
             self.log(f"REFUSED [provider_not_used]: the app fell back to the CPU at run time: {found.line[:300]}")
@@ -395,6 +419,7 @@ class Service:
         if state in ("STARTING", "RUNNING") and pid and pid != self.app_pid and self.app_pidfd is None:
             self.app_pid = pid
             self.app_pidfd = os.pidfd_open(pid)
+            self.watch.started(procs.start_time(pid) or float(info["start"]))
             self.groups.add(pid)
             app = self.app_of(pid)
             shown = f"pid {app} (wrapper {pid})" if app else f"wrapper pid {pid}"
@@ -448,6 +473,7 @@ class Service:
             procs.reap_orphans(None)
         with contextlib.suppress(OSError, LaunchError):  # the output's end is worth less than a clean stop
             self.watch.copy_output(final=True)
+        self.watch.close()
         remove(self.run.pidfile)
         if self.pidfile_fd is not None:
             os.close(self.pidfile_fd)

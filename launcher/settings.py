@@ -83,6 +83,10 @@ def _positive_seconds(raw: str) -> float:
     return checks.seconds(raw, MAX_SECONDS)
 
 
+def _non_negative_seconds(raw: str) -> float:
+    return checks.seconds(raw, MAX_SECONDS, allow_zero=True)
+
+
 def _bool(raw: str) -> bool:
     lowered = raw.lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -271,14 +275,39 @@ SPECS: tuple[Spec, ...] = (
         "stall_seconds",
         _positive_seconds,
         lambda: "20",
-        "a task with no progress for this long is a stall: snapshot and restart",
+        "a task whose frames make no progress for this long is a stall (snapshot, restart); a failed task that "
+        "has not ended this long after its failure line has hung (restart)",
+    ),
+    # The final ffmpeg re-encode writes no line until the task's end: 19 s for 150 frames, 95 s for 1,500 on
+    # HeyGem's reference run (FIELD.md section 2). Its allowance grows with the frames the task produced.
+    Spec(
+        "HEYGEM_ENCODE_SECONDS",
+        "encode_seconds",
+        _positive_seconds,
+        lambda: "60",
+        "the final encode's allowance: this many seconds plus HEYGEM_ENCODE_SECONDS_PER_FRAME per frame",
+    ),
+    Spec(
+        "HEYGEM_ENCODE_SECONDS_PER_FRAME",
+        "encode_seconds_per_frame",
+        _non_negative_seconds,
+        lambda: "0.25",
+        "seconds of final-encode allowance per frame of the task",
+    ),
+    Spec(
+        "HEYGEM_LINE_MAX",
+        "line_max",
+        _size,
+        lambda: "64KB",
+        "longest line of the app's output or log kept whole; longer ones are cut and marked",
     ),
     Spec(
         "HEYGEM_GPU_GRACE",
         "gpu_grace",
         _positive_seconds,
         lambda: "60",
-        "seconds after the app is ready by which one of its processes must hold a CUDA context",
+        "seconds after the app is ready by which every process of it that loaded ONNX Runtime must have "
+        "loaded its CUDA provider",
     ),
     Spec(
         "HEYGEM_ON_CPU_FALLBACK",
@@ -291,53 +320,85 @@ SPECS: tuple[Spec, ...] = (
         "HEYGEM_READY_MARKERS",
         "ready_markers",
         _markers,
-        lambda: ">>> 数字人图片处理进程启动|>>> init_wh_process进程启动|Running on local URL",
-        "texts, separated by |, that must all appear in the app's output or log before it is ready",
+        lambda: ">>> init_wh_process进程启动|>>> 数字人图片处理进程启动",
+        "log messages, separated by |, that must all have been logged before the app is ready (HeyGem's two "
+        "workers, once their models are loaded)",
     ),
+    # The patterns below are matched against the *message* of HeyGem's own log records, never against a whole
+    # line: user text (file names, task codes) appears in INFO messages, after HeyGem's own prefix.
     Spec(
         "HEYGEM_PATTERN_BLOCKED",
         "pattern_blocked",
         _regex,
-        lambda: r"任务视频驱动队列满|严重阻塞|下游队列异常",
-        "regex: the queue-blocked line (snapshot, restart)",
+        lambda: r"^\[[^\]]+\]任务视频驱动队列满",
+        "regex on ERROR messages: the task's video driving queue is blocked (snapshot, restart)",
     ),
     Spec(
         "HEYGEM_PATTERN_FAILURE",
         "pattern_failure",
         _regex,
-        lambda: r"任务视频驱动队列异常|数字人处理失败|任务执行失败|生成视频失败|_queue\.Empty",
-        "regex: a task's failure lines (snapshot, restart)",
-    ),
-    Spec(
-        "HEYGEM_PATTERN_PROGRESS",
-        "pattern_progress",
-        _regex,
-        lambda: r"发送数据大小:\[(\d+)\], current_idx:(\d+)|发送完成数据大小:(\d+), frameId:(-?\d+), cost:([\d.]+)",
-        "regex: a task's progress; its first number is the frames of that step",
+        lambda: (
+            r"^\[[^\]]+\](?:任务执行失败|预处理失败|音频特征提取失败|任务视频驱动队列异常|init_wh exception)"
+            r"|^Custom VideoWriter \[[^\]]+\](?:任务视频帧队列 -> 异常原因|视频帧队列处理异常结束)"
+            r"|^处理视频时发生错误"
+        ),
+        "regex on ERROR messages: a task failed (snapshot; restart only if it does not end)",
     ),
     Spec(
         "HEYGEM_PATTERN_TASK_START",
         "pattern_task_start",
         _regex,
-        lambda: r"任务视频驱动队列启动 batch_size:(\d+), len:(\d+)",
-        "regex: a task starts",
+        lambda: r"^任务:\S+ -> audio_url:",
+        "regex on messages: a task starts",
+    ),
+    Spec(
+        "HEYGEM_PATTERN_FRAMES_START",
+        "pattern_frames_start",
+        _regex,
+        lambda: r"^\[[^\]]+\]任务视频驱动队列启动 batch_size:\d+",
+        "regex on messages: the task's frame loop starts (the stall clock runs from here)",
+    ),
+    Spec(
+        "HEYGEM_PATTERN_PROGRESS",
+        "pattern_progress",
+        _regex,
+        lambda: r"^drivered_video >+ 发送数据大小:",
+        "regex on messages: the frame producer sent a batch (progress, no frames counted)",
+    ),
+    Spec(
+        "HEYGEM_PATTERN_FRAMES",
+        "pattern_frames",
+        _regex,
+        lambda: r"^audio_transfer >+ 发送完成数据大小:(\d+), frameId:\d+",
+        "regex on messages: frames done; its first group is how many (frames are counted from these only)",
+    ),
+    Spec(
+        "HEYGEM_PATTERN_FRAMES_DONE",
+        "pattern_frames_done",
+        _regex,
+        lambda: (
+            r"^\[[^\]]+\]任务数字人图片处理已完成|^Custom VideoWriter \[[^\]]+\]视频帧队列处理已结束|^Custom command:"
+        ),
+        "regex on messages: the frames are done and the final encode runs (the encode allowance applies)",
     ),
     Spec(
         "HEYGEM_PATTERN_TASK_END",
         "pattern_task_end",
         _regex,
-        lambda: r"frameId:-1\b",
-        "regex: a task has sent its last frame (no stall after it)",
+        lambda: r"^>>> 任务:\S+ 耗时:",
+        "regex on messages: a task ended, successfully or not (HeyGem logs it in a finally)",
     ),
     Spec(
         "HEYGEM_PATTERN_FALLBACK",
         "pattern_fallback",
         _regex,
         lambda: (
-            r"Failed to create CUDAExecutionProvider|Failed to load library .*libonnxruntime_providers_cuda\.so"
-            r" with error: (\S+)|EP Error"
+            r"^\d{4}-\S+ \S+ \[[EW]:onnxruntime:[^\]]*\] .*(?:Failed to load library \S*libonnxruntime_providers_cuda"
+            r"|Failed to create CUDAExecutionProvider)"
+            r"|^EP Error |^Falling back to \['CPUExecutionProvider'\]"
+            r"|UserWarning: Specified provider 'CUDAExecutionProvider' is not in available provider names"
         ),
-        "regex: ONNX Runtime falling back to the CPU, in the app's output",
+        "regex on the app's other lines (ONNX Runtime's log, print output): ONNX Runtime fell back to the CPU",
     ),
 )
 KNOWN_KEYS = frozenset({s.key for s in SPECS} | {ENV_FILE_KEY})
@@ -367,13 +428,19 @@ class Settings:
     app_port: int | None
     preflight: str
     stall_seconds: float
+    encode_seconds: float
+    encode_seconds_per_frame: float
+    line_max: int
     gpu_grace: float
     on_cpu_fallback: str
     ready_markers: tuple[str, ...]
     pattern_blocked: re.Pattern[str]
     pattern_failure: re.Pattern[str]
-    pattern_progress: re.Pattern[str]
     pattern_task_start: re.Pattern[str]
+    pattern_frames_start: re.Pattern[str]
+    pattern_progress: re.Pattern[str]
+    pattern_frames: re.Pattern[str]
+    pattern_frames_done: re.Pattern[str]
     pattern_task_end: re.Pattern[str]
     pattern_fallback: re.Pattern[str]
     env_file: Path | None = None

@@ -86,11 +86,13 @@ def whole(raw: str, minimum: int, maximum: int) -> int:
     return int(raw)
 
 
-def seconds(raw: str, maximum: float) -> float:
-    """A positive decimal number of seconds up to `maximum` (no nan/inf/1e308: timeouts must fit select())."""
+def seconds(raw: str, maximum: float, *, allow_zero: bool = False) -> float:
+    """A positive (or, when allowed, zero) decimal number of seconds up to `maximum` (no nan/inf/1e308:
+    timeouts must fit select())."""
     value = float(raw) if _NUMBER.fullmatch(raw) else float("nan")
-    if not 0 < value <= maximum:  # also refuses NaN
-        raise ValueError(f"must be a positive number of seconds, at most {maximum:g}")
+    if not (value >= 0 if allow_zero else value > 0) or not value <= maximum:  # also refuses NaN
+        kind = "a number of seconds >= 0" if allow_zero else "a positive number of seconds"
+        raise ValueError(f"must be {kind}, at most {maximum:g}")
     return value
 
 

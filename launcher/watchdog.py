@@ -1,26 +1,42 @@
 """Pure: what the app's output and log say about it. Lines and times in, incidents out; no I/O, no clock.
 
-HeyGem writes each log record to ./log/dh.log and to stderr, so the same line usually arrives twice (once
-from the log, once from the app's output): a line that the other source gave in the last few seconds is
-not counted again. The same source repeating a line is a new line.
+The rules (README, "Watching the running service"), each matched against HeyGem's own records by level and
+message, never against text a user controls (file names and task codes appear in INFO messages):
+
+- the queue-full ERROR record -> `blocked`, restart;
+- a task's frames make no progress for HEYGEM_STALL_SECONDS, or its final encode outlives its allowance
+  -> `stall`, restart;
+- one of HeyGem's failure ERROR records -> `task_failed`, recorded once per task, no restart (the task ends
+  and the service stays healthy); if the task has not ended HEYGEM_STALL_SECONDS later it has hung -> `stall`;
+- ONNX Runtime's own fallback lines (its C++ log, the Python layer's `EP Error` / `Falling back to`, the
+  CPU wheel shadowing the GPU one) -> `cpu_fallback`, stop (or warn).
+
+One record, one event: HeyGem writes each record to its log file and to stderr; whichever copy arrives
+first counts and the other copy of the same record (same second, file, line, level, message) is dropped,
+however late. Plain lines arrive once and always count.
 """
 
 from __future__ import annotations
 
-import re
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
+from typing import overload
 
+from launcher.heygem_log import Record, ort_line_time, parse_record
 from launcher.settings import Settings
+from launcher.tasks import Limits, Task
 
-QUEUE_BLOCKED = "queue_blocked"
-TASK_FAILED = "task_failed"
+BLOCKED = "blocked"
 STALL = "stall"
+TASK_FAILED = "task_failed"
 CPU_FALLBACK = "cpu_fallback"
-RESTARTING = (QUEUE_BLOCKED, TASK_FAILED, STALL)  # known cure: restart the app
+RESTART, RECORD, STOP, WARN = "restart", "record", "stop", "warn"
 
-DUPLICATE_WINDOW = 5.0
 LAST_LINES = 50
+SNAPSHOT_LINE = 2000  # characters of a line kept for a snapshot: an incident file stays well under 1 MB
+REMEMBERED_RECORDS = 4096  # records whose other copy may still come; at 200 lines/s, 20 s of both streams
+TASK_HISTORY = 100
+SAME_CLOCK = 300.0  # a record this close to `now` was stamped by the same clock: the instance fence applies
 
 
 @dataclass(frozen=True)
@@ -28,113 +44,205 @@ class Incident:
     kind: str
     line: str
     at: float
+    action: str
+    code: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {"kind": self.kind, "at": self.at, "line": self.line, "action": self.action, "code": self.code}
 
 
-def _frames(match: re.Match[str]) -> int:
-    """The step's frames: the first number the progress pattern captured (1 when it captured none)."""
-    for group in match.groups():
-        if group is not None and group.lstrip("-").isdigit():
-            return max(int(group), 0)
-    return 1
+class Duplicates:
+    """Counts each record's copies per stream; a copy beyond what the other stream delivered is new."""
+
+    def __init__(self, capacity: int = REMEMBERED_RECORDS) -> None:
+        self.capacity = capacity
+        self.seen: OrderedDict[tuple[str, str, int, str, str], dict[str, int]] = OrderedDict()
+
+    def is_copy(self, record: Record, source: str) -> bool:
+        counts = self.seen.get(record.key)
+        if counts is None:
+            counts = self.seen[record.key] = {}
+            if len(self.seen) > self.capacity:
+                self.seen.popitem(last=False)
+        mine = counts.get(source, 0)
+        others = max((n for s, n in counts.items() if s != source), default=0)
+        counts[source] = mine + 1
+        return others > mine  # the other stream already delivered this copy
 
 
 class Watchdog:
     def __init__(self, settings: Settings, *, fallback_guard: bool) -> None:
         self.s = settings
         self.guard = fallback_guard
+        self.limits = Limits(settings.stall_seconds, settings.encode_seconds, settings.encode_seconds_per_frame)
         self.lines: deque[str] = deque(maxlen=LAST_LINES)
-        # Kept across resets: the second copy of the record that caused a restart may arrive after it.
-        self._recent: dict[str, tuple[float, str]] = {}
-        self.reset(0.0)
+        self.duplicates = Duplicates()  # kept across instances: a late copy of the record that caused a restart
+        self.history: deque[Task] = deque(maxlen=TASK_HISTORY)
+        self.open_tasks: dict[str, Task] = {}
+        self.new_instance(None)
 
-    def reset(self, now: float) -> None:
-        """A new app process: nothing seen of it yet."""
-        self.started_at = now
-        self.fallback_guard = self.guard
+    def new_instance(self, started_at: float | None) -> None:
+        """A new app process, started at `started_at` (epoch seconds, None when unknown): records stamped
+        before it belong to the old one and are not held against it."""
+        # Tasks of the old process: a blocked or failure line naming one of them, arriving late, is the old
+        # process's too (the dying app may log its queue-full line once more), unless this one starts it anew.
+        self.previous_codes = {t.code for t in self.open_tasks.values()} | {t.code for t in self.history if t.fired}
+        for task in self.open_tasks.values():
+            task.hang()  # its process is gone
+            self.history.append(task)
+        self.fence = started_at
+        self.open_tasks = {}
+        self.current: Task | None = None
         self.markers: set[str] = set()
         self.ready_at: float | None = None
-        self.task_active = False
-        self.last_progress_at: float | None = None
-        self.last_progress_line = ""
-        self.progress: deque[tuple[float, int]] = deque(maxlen=100)
-        self.incident: Incident | None = None
+        self.fallback_guard = self.guard
+        self.fallback_fired = False
 
+    # -- readiness --------------------------------------------------------------------------------------
     @property
     def ready(self) -> bool:
         return self.ready_at is not None
 
-    def _duplicate(self, line: str, now: float, source: str) -> bool:
-        if len(self._recent) > 1000:
-            self._recent = {k: v for k, v in self._recent.items() if now - v[0] < DUPLICATE_WINDOW}
-        seen = self._recent.pop(line, None)
-        if seen is not None and seen[1] != source and now - seen[0] < DUPLICATE_WINDOW:
-            return True  # the other copy of a record already counted; a third copy will count again
-        self._recent[line] = (now, source)
-        return False
+    @property
+    def missing_markers(self) -> list[str]:
+        return [m for m in self.s.ready_markers if m not in self.markers]
 
-    def feed(self, line: str, now: float, source: str = "log") -> Incident | None:
-        """One line of the app's output ("output") or its log ("log"); an incident when it opens one."""
-        if not line.strip() or self._duplicate(line, now, source):
-            return None
-        self.lines.append(line)
-        s = self.s
+    # -- lines in -----------------------------------------------------------------------------------------
+    def feed(self, line: str, now: float, source: str = "log") -> list[Incident]:
+        """One line of the app's output ("output") or its log file ("log"), arriving at `now`."""
+        if not line.strip():
+            return []
+        record = parse_record(line)
+        if record is not None and self.duplicates.is_copy(record, source):
+            return []
+        self.lines.append(line[:SNAPSHOT_LINE])
+        if record is None:
+            return self._plain(line, now)
+        if self._before_fence(record.at + (0.0 if record.precise else 1.0), now):
+            return []
+        return self._record(record, line, now)
+
+    def _before_fence(self, stamped: float | None, now: float) -> bool:
+        return (
+            self.fence is not None and stamped is not None and abs(stamped - now) < SAME_CLOCK and stamped <= self.fence
+        )
+
+    def _plain(self, line: str, now: float) -> list[Incident]:
+        if not self.s.pattern_fallback.search(line) or self._before_fence(ort_line_time(line), now):
+            return []
+        return self.cpu_fallback(line.strip()[:SNAPSHOT_LINE], now)
+
+    def cpu_fallback(self, evidence: str, now: float) -> list[Incident]:
+        """ONNX Runtime runs on the CPU (its own lines, or what /proc shows): once per app process."""
+        if not self.fallback_guard or self.fallback_fired:
+            return []
+        self.fallback_fired = True
+        action = WARN if self.s.on_cpu_fallback == "warn" else STOP
+        if action == WARN:
+            self.fallback_guard = False  # said once; the other rules keep watching
+        return [Incident(CPU_FALLBACK, evidence, now, action)]
+
+    def _record(self, record: Record, line: str, now: float) -> list[Incident]:
+        s, message = self.s, record.message
         for marker in s.ready_markers:
-            if marker in line:
+            if message.startswith(marker):
                 self.markers.add(marker)
-        if self.ready_at is None and len(self.markers) == len(s.ready_markers):
+        if self.ready_at is None and not self.missing_markers:
             self.ready_at = now
-        if self.fallback_guard and s.pattern_fallback.search(line):
-            return self.open(CPU_FALLBACK, line, now)
-        if s.pattern_blocked.search(line):
-            return self.open(QUEUE_BLOCKED, line, now)
-        if s.pattern_failure.search(line):
-            return self.open(TASK_FAILED, line, now)
-        if s.pattern_task_start.search(line):
-            self.task_active, self.last_progress_at, self.last_progress_line = True, now, line
-            self.progress.clear()
-        match = s.pattern_progress.search(line)
-        if match:
-            self.task_active, self.last_progress_at, self.last_progress_line = True, now, line
-            self.progress.append((now, _frames(match)))
-        if s.pattern_task_end.search(line):
-            self.task_active = False
-        return None
+        text = line.strip()[:SNAPSHOT_LINE]
+        if record.level == "ERROR" and record.code in self.previous_codes and record.code not in self.open_tasks:
+            return []  # about a task of the process that was replaced
+        if record.level == "ERROR":
+            if s.pattern_blocked.search(message):
+                return self._open(self._task(record, now, create=False), BLOCKED, text, now, RESTART)
+            if s.pattern_failure.search(message):
+                task = self._task(record, now, create=False)
+                if task is not None:
+                    task.failed(text, now)
+                return self._open(task, TASK_FAILED, text, now, RECORD)
+        if s.pattern_task_start.search(message):
+            code = record.code or f"#{len(self.history) + len(self.open_tasks) + 1}"
+            task = Task(code, now)
+            self.open_tasks[code] = self.current = task
+        elif s.pattern_frames_start.search(message):
+            self._task(record, now).frames_start(now)
+        elif match := s.pattern_frames.search(message):
+            digits = next((g for g in match.groups() if g and g.isdigit()), None)
+            self._task(record, now).frames_done_by_consumer(int(digits) if digits else 1, now)
+        elif s.pattern_progress.search(message):
+            self._task(record, now).produced(now)
+        elif s.pattern_frames_done.search(message):
+            self._task(record, now).frames_finished(now)
+        elif s.pattern_task_end.search(message):
+            task = self._task(record, now)
+            task.end(now)
+            self._close(task)
+        return []
 
-    def check(self, now: float) -> Incident | None:
-        """Time-driven incidents: a started task with no progress for HEYGEM_STALL_SECONDS."""
-        deadline = self.stall_deadline()
-        if deadline is not None and now >= deadline:
-            return self.open(
-                STALL,
-                f"no progress for {now - (self.last_progress_at or now):.0f} s since: "
-                f"{self.last_progress_line.strip()[:300]}",
-                now,
-            )
-        return None
+    @overload
+    def _task(self, record: Record, now: float) -> Task: ...
+    @overload
+    def _task(self, record: Record, now: float, create: bool) -> Task | None: ...
 
-    def stall_deadline(self) -> float | None:
-        if self.task_active and self.incident is None and self.last_progress_at is not None:
-            return self.last_progress_at + self.s.stall_seconds
-        return None
-
-    def open(self, kind: str, line: str, now: float) -> Incident | None:
-        """Open an incident, unless one is open already: its cure (restart or stop) is under way."""
-        if self.incident is not None:
+    def _task(self, record: Record, now: float, create: bool = True) -> Task | None:
+        """The task a record is about: the one its code names, else the running one (Gradio runs one at a
+        time), else a task whose start was not seen (the watch began mid-task), if it names one or `create`."""
+        code = record.code
+        if code is not None and code in self.open_tasks:
+            return self.open_tasks[code]
+        if code is None and self.current is not None:
+            return self.current
+        if code is None and not create:
             return None
-        self.incident = Incident(kind, line.strip(), now)
-        self.task_active = False
-        return self.incident
+        task = Task(code or f"#{len(self.history) + len(self.open_tasks) + 1}", now)
+        self.open_tasks[task.code] = self.current = task
+        return task
 
-    def dismiss(self) -> None:
-        """A CPU fallback the operator chose to tolerate (HEYGEM_ON_CPU_FALLBACK=warn): said once, then
-        the guard stays off for this app process while the other patterns keep watching."""
-        self.incident = None
-        self.fallback_guard = False
+    def _close(self, task: Task) -> None:
+        self.open_tasks.pop(task.code, None)
+        self.history.append(task)
+        if self.current is task:
+            self.current = None
 
-    def frames_per_second(self) -> float | None:
-        """The task's rate before it stopped: frames after the first step over the time they took."""
-        if len(self.progress) < 2:
-            return None
-        span = self.progress[-1][0] - self.progress[0][0]
-        frames = sum(f for _, f in list(self.progress)[1:])
-        return round(frames / span, 3) if span > 0 else None
+    def _open(self, task: Task | None, kind: str, line: str, now: float, action: str) -> list[Incident]:
+        """One incident per task and kind; a task whose cure is a restart gets no time rule any more."""
+        if task is not None:
+            if kind in task.fired:
+                return []
+            task.fired.add(kind)
+            if action == RESTART:
+                task.restarted = True
+                task.hang()
+        return [Incident(kind, line, now, action, task.code if task else None)]
+
+    # -- time ---------------------------------------------------------------------------------------------
+    def check(self, now: float) -> list[Incident]:
+        """Time-driven incidents: overdue tasks."""
+        found: list[Incident] = []
+        for task in list(self.open_tasks.values()):
+            due = task.deadline(self.limits)
+            if due is not None and now >= due[0]:
+                found += self._open(
+                    task, STALL, f"{due[1]}: nothing for {now - task.last_activity_at:.0f} s", now, RESTART
+                )
+        return found
+
+    def next_deadline(self) -> float | None:
+        deadlines = [d[0] for t in self.open_tasks.values() if (d := t.deadline(self.limits)) is not None]
+        return min(deadlines, default=None)
+
+    # -- reading --------------------------------------------------------------------------------------------
+    def tasks(self) -> list[Task]:
+        """Every task seen, oldest first (the last TASK_HISTORY finished ones and those still open)."""
+        return sorted([*self.history, *self.open_tasks.values()], key=lambda t: t.started_at)
+
+    def task(self, code: str | None) -> Task | None:
+        if code is None:
+            return self.current
+        return self.open_tasks.get(code) or next((t for t in reversed(self.history) if t.code == code), None)
+
+    def finish(self) -> None:
+        """The end of a recording: what is still open never ended."""
+        for task in list(self.open_tasks.values()):
+            task.hang()
+            self._close(task)

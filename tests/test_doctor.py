@@ -26,44 +26,63 @@ def doctor(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str
     )
 
 
+OLD_FAILURE = "[2025-11-09 17:20:13,711] [app.py[line:210]] [ERROR] [[a6]任务执行失败，异常信息:[format video error]]\n"
+USER_TEXT = (
+    "[2025-11-09 17:29:40,294] [app.py[line:210]] [INFO] [任务:9 -> audio_url:./队列满_GPU.wav  video_url:./v.mp4]\n"
+)
+BLOCKED = "[2025-11-09 17:30:40,324] [process.py[line:108]] [ERROR] [[9]任务视频驱动队列满，严重阻塞，下游队列异常]\n"
+
+
 def test_without_a_service_says_there_is_no_driver_and_reports_the_rest(app_dir: Path, ort_env: Path) -> None:
     (app_dir / "log").mkdir()
-    (app_dir / "log" / "dh.log").write_text(
-        "[2025-11-09 17:29:40,294] [a.py[line:1]] [INFO] [drivered_video 发送数据大小:[1], current_idx:10]\n"
-        "[2025-11-09 17:30:40,324] [a.py[line:2]] [ERROR] [任务视频驱动队列满，严重阻塞，下游队列异常]\n"
-    )
+    (app_dir / "log" / "dh.log").write_text(OLD_FAILURE + USER_TEXT + BLOCKED)
     result = doctor(app_dir, HEYGEM_CONDA_ENV=str(ort_env), HEYGEM_RUN_DIR=str(app_dir.parent / "run"))
     assert result.returncode == 69, result.stderr
     out = result.stdout
     assert "none: no NVIDIA driver: libnvidia-ml.so.1 not found" in out
     assert "no heygem-launch runs with run dir" in out
     assert "REFUSED [cuda_libraries_missing]" in out
-    assert "队列 1, 阻塞 1, ERROR 1, GPU 0" in out
+    assert "task_failed 1, blocked 1" in out and "no app running: the log's tail" in out
+    assert "队列满_GPU.wav" not in out, "an INFO line with user text is not a warning"
     assert out.strip().splitlines()[-1].startswith("Conclusion: the preflight refuses [cuda_libraries_missing]")
     doc = json.loads(
         doctor(app_dir, "--json", HEYGEM_CONDA_ENV=str(ort_env), HEYGEM_RUN_DIR=str(app_dir.parent / "run")).stdout
     )
     assert doc["problem"] is True and doc["gpus"]["available"] is False
     assert doc["preflight"]["cause"] == "cuda_libraries_missing"
-    assert doc["log"]["counts"]["阻塞"] == 1
+    assert doc["log"]["counts"] == {"task_failed": 1, "blocked": 1}
 
 
 def test_with_a_service_reads_the_running_apps_real_environment(tmp_path: Path, ort_env: Path) -> None:
     service = harness.start(
         tmp_path,
         ort_env,
-        env={"HEYGEM_PREFLIGHT": "skip", "HEYGEM_GPU_GRACE": "600", "HEYGEM_REQUIRE_PROVIDER": "CUDAExecutionProvider"},
+        env={
+            "HEYGEM_PREFLIGHT": "skip",
+            "HEYGEM_GPU_GRACE": "600",
+            "HEYGEM_REQUIRE_PROVIDER": "CUDAExecutionProvider",
+            "TEST_APP_ORT": "cpu",
+            "TEST_APP_TORCH": "1",
+        },
     )
+    # The HeyGem repo ships a log with old failures: they are not this app's.
+    (service.app_dir / "log").mkdir()
+    (service.app_dir / "log" / "dh.log").write_text(OLD_FAILURE)
     try:
         info = service.wait_app()
+        wait_for(lambda: Path(f"/proc/{info['pid']}/maps").read_text().count("onnxruntime") > 0, 20, "ORT loaded")
+        service.get("/emit/failure")
         result = doctor(service.app_dir, "--json", HEYGEM_CONDA_ENV=str(ort_env), HEYGEM_RUN_DIR=str(service.run_dir))
         doc = json.loads(result.stdout)
         assert doc["service"]["running"] is True and doc["app"]["pid"] == info["pid"]
         real = Path(f"/proc/{info['pid']}/environ").read_bytes().decode()
         assert f"LD_LIBRARY_PATH={doc['app']['environment']['LD_LIBRARY_PATH']}\0" in real
-        assert doc["app"]["cuda_context"] is False and len(doc["app"]["processes"]) >= 3
-        assert doc["conclusion"].startswith(f"the running app (pid {info['pid']}) is on the CPU")
-        assert "cuda_libraries_missing" in doc["conclusion"]
+        assert doc["app"]["cuda_context"] is True and len(doc["app"]["processes"]) >= 3  # torch's, here a stand-in
+        assert info["pid"] in doc["app"]["onnxruntime_on_cpu"]
+        assert doc["conclusion"].startswith(f"the running app (pid {info['pid']}) runs ONNX Runtime on the CPU")
+        assert "says nothing about ONNX Runtime" in doc["conclusion"] and "cuda_libraries_missing" in doc["conclusion"]
+        assert doc["log"]["counts"] == {"task_failed": 1}, "only the lines since the app started"
+        assert "stand-in failure" in doc["log"]["lines"][0]
     finally:
         service.signal(signal.SIGTERM)
         service.wait(timeout=15)
@@ -73,7 +92,7 @@ def test_with_a_service_reads_the_running_apps_real_environment(tmp_path: Path, 
 def test_finds_an_app_started_by_hand(app_dir: Path, ort_env: Path) -> None:
     """The incident's setup: `python app.py` started from a shell, no launcher."""
     port = free_port()
-    env = clean_environ(GRADIO_SERVER_PORT=str(port), PATH=f"{ort_env}/bin:{os.environ['PATH']}")
+    env = clean_environ(GRADIO_SERVER_PORT=str(port), PATH=f"{ort_env}/bin:{os.environ['PATH']}", TEST_APP_ORT="cpu")
     app = subprocess.Popen(
         ["python", str(APP)],
         cwd=app_dir,
@@ -84,6 +103,7 @@ def test_finds_an_app_started_by_hand(app_dir: Path, ort_env: Path) -> None:
     )
     try:
         wait_for(lambda: harness.get(port) is not None, 20, "the app")
+        wait_for(lambda: "onnxruntime" in Path(f"/proc/{app.pid}/maps").read_text(), 20, "ORT loaded")
         result = doctor(
             app_dir,
             "--json",
@@ -94,7 +114,7 @@ def test_finds_an_app_started_by_hand(app_dir: Path, ort_env: Path) -> None:
         doc = json.loads(result.stdout)
         assert doc["service"]["app_started_by_hand"] == app.pid
         assert "LD_LIBRARY_PATH" not in doc["app"]["environment"]  # started by hand, as in the incident
-        assert doc["conclusion"].startswith(f"the running app (pid {app.pid}) is on the CPU")
+        assert doc["conclusion"].startswith(f"the running app (pid {app.pid}) runs ONNX Runtime on the CPU")
     finally:
         os.killpg(app.pid, signal.SIGKILL)
         app.wait()
