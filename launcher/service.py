@@ -137,7 +137,7 @@ class Service:
             self.run.settings,
             {
                 "generation": self.generation,
-                "raw": dict(s.raw),
+                "raw": self.absolute_raw(),
                 "app_env": dict(s.app_env),
                 "env_file": str(s.env_file) if s.env_file else None,
                 "restart_timeout": s.restart_timeout,
@@ -145,6 +145,16 @@ class Service:
                 "stop_grace": s.stop_grace,
             },
         )
+
+    def absolute_raw(self) -> dict[str, str]:
+        """The settings as given, with what was relative to the service's working directory made absolute:
+        a client rebuilds them from anywhere."""
+        s = self.settings
+        raw = {**s.raw, "HEYGEM_APP_DIR": str(s.app_dir), "HEYGEM_APP_LOG": str(s.app_log)}
+        raw["HEYGEM_RUN_DIR"] = str(self.run.path)
+        if "/" in s.conda_env:
+            raw["HEYGEM_CONDA_ENV"] = str(self.check.app.conda.prefix)
+        return raw
 
     # -- start ----------------------------------------------------------------------------------------
     def new_generation(self, settings: Settings, check: CheckResult) -> Generation:

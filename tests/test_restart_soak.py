@@ -37,10 +37,5 @@ def test_restarts_leave_no_orphan_no_zombie_and_flat_memory(figures: dict[str, A
     assert figures["rss_growth_kb"] <= 2048, figures
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 8 item 5 (the lead's part): AppWatch.use() replaces the log Follower without closing it, "
-    "one fd per restart; remove this marker when that lands",
-)
 def test_restarts_leave_the_fd_count_flat(figures: dict[str, Any]) -> None:
     assert figures["fd_growth"] <= 1, figures
