@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,7 @@ needs_mount = pytest.mark.skipif(not can_mount(), reason="needs root to mount a 
 
 
 @pytest.fixture
-def mounted(tmp_path: Path) -> Iterator[callable]:  # type: ignore[valid-type]
+def mounted(tmp_path: Path) -> Iterator[Callable[[Path, str], Path]]:
     """Mount a tmpfs (real ENOSPC and EROFS, no fake) at a path; unmounted at the end."""
     points: list[Path] = []
 
