@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from launcher import conda
+from launcher import conda, values
+from launcher.errors import ConfigError
 from launcher.libpath import LibraryPath, build_library_path
+from launcher.loaderenv import OWN_PREFIX, safe_loader_env, strip_loader_variables
 from launcher.settings import Settings
 
 # Disables CUDA in ONNX Runtime outright; a leftover from debugging must not decide the app's provider.
@@ -25,14 +27,33 @@ class AppEnvironment:
 
 
 def base_environment(settings: Settings, environ: Mapping[str, str]) -> dict[str, str]:
-    """Pure: the process environment over the app's `.env` keys (same layering as the settings)."""
-    return {**settings.app_env, **environ}
+    """Pure: the process environment over the app's `.env` keys (same layering as the settings), without the
+    launcher's own HEYGEM_* settings (they are not the app's). Raises ConfigError for a variable no
+    environment file can hold (bytes that are not UTF-8)."""
+    env = {k: v for k, v in {**settings.app_env, **environ}.items() if not k.startswith(OWN_PREFIX)}
+    check_text(env, "in the environment")
+    return env
+
+
+def check_text(env: Mapping[str, str], where: str) -> None:
+    """ConfigError for a variable that no environment file (JSON, UTF-8) can carry to the app."""
+    for key, value in env.items():
+        try:
+            values.text(key)
+            values.text(value)
+        except ValueError as exc:
+            raise ConfigError(f"environment variable {values.printable(key)!r} ({where}): {exc}") from None
 
 
 def prepare_environment(settings: Settings, environ: Mapping[str, str]) -> AppEnvironment:
     env_info = conda.resolve_prefix(settings.conda_root, settings.conda_env)
-    env, activate_warnings = conda.activate(base_environment(settings, environ), env_info, settings.app_dir)
-    warnings: list[str] = list(activate_warnings)
+    # Loader-safe before the activate.d shell runs in the app dir, and again after (a script may set more).
+    base, warnings = safe_loader_env(base_environment(settings, environ), strict=True)
+    activated, activate_warnings = conda.activate(base, env_info, settings.app_dir)
+    warnings += activate_warnings
+    env, more = strip_loader_variables(activated)
+    check_text(env, "set by an activate.d script")
+    warnings += [f"removed {key}, set by an activate.d script, from the app's environment" for key in more]
     if ORT_KILL_SWITCH in env:
         warnings.append(
             f"removed {ORT_KILL_SWITCH}={env.pop(ORT_KILL_SWITCH)!r} from the app's environment: "

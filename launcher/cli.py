@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
 from launcher import exitcodes
-from launcher.errors import ConfigError, LaunchError
-from launcher.settings import ENV_FILE_KEY, SPECS, Settings, load_settings
+from launcher.errors import LaunchError
+from launcher.rundir import RunDir
+from launcher.settings import SPECS, Settings, load_settings
 
 # Command-line option -> setting key; flags are the top layer of the settings.
 _SETTING_OPTIONS: tuple[tuple[str, str, str], ...] = (
@@ -50,6 +53,38 @@ def collect_flags(ctx: click.Context, params: dict[str, Any]) -> dict[str, str |
     return flags
 
 
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT before the service loop takes over signals: unwinds the preflight (which kills its
+    probe's process group on the way out) instead of dying with it still running."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """SIGTERM/SIGINT raise Interrupted until the block ends (the service installs its own handlers)."""
+    old = {signum: signal.signal(signum, _interrupt) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for signum, handler in old.items():
+            signal.signal(signum, handler)
+
+
+def _interrupted(exc: Interrupted, what: str) -> int:
+    name = signal.Signals(exc.signum).name
+    click.echo(f"heygem-launch: {name} {what}: the probe was stopped and the app not started", err=True)
+    from launcher.exitpolicy import interrupted_code
+
+    return interrupted_code(exc.signum)
+
+
 def _check(settings: Settings, as_json: bool) -> int:
     # Imported here so that `--help` and usage errors stay fast.
     from launcher.preflight import run_preflight
@@ -58,7 +93,11 @@ def _check(settings: Settings, as_json: bool) -> int:
     if not as_json:
         for warning in settings.warnings:
             click.echo(f"heygem-launch: warning: {warning}", err=True)
-    result = run_preflight(settings, os.environ)
+    try:
+        with interruptible():
+            result = run_preflight(settings, os.environ)
+    except Interrupted as exc:
+        return _interrupted(exc, "during the preflight")
     click.echo(to_json(result.as_dict()) if as_json else render_check(result))
     return exitcodes.OK if result.ok else exitcodes.UNAVAILABLE
 
@@ -103,7 +142,7 @@ def _run(settings: Settings, flags: dict[str, str | None]) -> int:
     """Preflight; on refusal exit 69 without starting anything; on pass run and supervise the app."""
     from launcher.preflight import preflight
     from launcher.report import render_check
-    from launcher.service import run_service
+    from launcher.service import make_service
 
     for warning in settings.warnings:
         click.echo(f"heygem-launch: warning: {warning}", err=True)
@@ -113,39 +152,38 @@ def _run(settings: Settings, flags: dict[str, str | None]) -> int:
             "nothing proves it runs on the GPU (the runtime CPU-fallback guard still applies)",
             err=True,
         )
-    result = preflight(settings, os.environ)
-    # To stderr: stdout carries the app's own output.
-    click.echo(render_check(result), err=True)
-    if not result.ok:
-        click.echo("heygem-launch: refusing to start the app", err=True)
-        return exitcodes.UNAVAILABLE
-    return run_service(settings, flags, result)
-
-
-def _asking_settings(flags: dict[str, str | None]) -> Settings:
-    """Settings for commands that only ask the running service (status, probe). An invalid .env file that was
-    edited but not applied must not fail them: the image's HEALTHCHECK would call a healthy service unhealthy.
-    `restart` still refuses that file with 78."""
     try:
-        return load_settings(flags)
-    except ConfigError as exc:
-        click.echo(f"heygem-launch: warning: {exc}; answering without the .env file", err=True)
-        environ = {key: value for key, value in os.environ.items() if key != ENV_FILE_KEY}
-        return load_settings({**flags, ENV_FILE_KEY: None}, environ)
+        with interruptible():
+            result = preflight(settings, os.environ)
+            # To stderr: stdout carries the app's own output.
+            click.echo(render_check(result), err=True)
+            if not result.ok:
+                click.echo("heygem-launch: refusing to start the app", err=True)
+                return exitcodes.UNAVAILABLE
+            service = make_service(settings, flags, result)
+    except Interrupted as exc:
+        return _interrupted(exc, "during the preflight")
+    return service.serve()
 
 
 def subcommand(
-    *extra: Callable[..., Any], name: str | None = None, json_output: bool = True, asks_service: bool = False
+    *extra: Callable[..., Any], name: str | None = None, json_output: bool = True, client: bool = False
 ) -> Callable[[Callable[..., int]], click.Command]:
     """A `cli` command whose function gets the loaded settings (the setting flags given to it or to the
-    group), `as_json` when it has `--json`, and its own arguments; what it returns is the exit code."""
+    group), `as_json` when it has `--json`, and its own arguments; what it returns is the exit code.
+    A `client` command talks to the running service: it gets the service's run dir and the flags instead,
+    and never reads the .env file's other settings (a file being edited must not fail it)."""
 
     def decorate(func: Callable[..., int]) -> click.Command:
         @functools.wraps(func)
         @click.pass_context
         def command(ctx: click.Context, **params: Any) -> None:
             flags = collect_flags(ctx, params)
-            sys.exit(func(_asking_settings(flags) if asks_service else load_settings(flags), **params))
+            if client:
+                from launcher.client import client_run_dir
+
+                sys.exit(func(client_run_dir(flags), flags, **params))
+            sys.exit(func(load_settings(flags), **params))
 
         for decorator in (*reversed(extra), setting_options):
             command = decorator(command)
@@ -162,27 +200,28 @@ def check(settings: Settings, as_json: bool) -> int:
     return _check(settings, as_json)
 
 
-@subcommand(asks_service=True)
-def status(settings: Settings, as_json: bool) -> int:
+@subcommand(client=True)
+def status(run: RunDir, _flags: dict[str, str | None], as_json: bool) -> int:
     """Each program's state, pid, uptime and restarts, and the last preflight. Exit 0 if the app runs."""
     from launcher.commands import render_status
     from launcher.commands import status as get_status
     from launcher.report import to_json
 
-    result = get_status(settings)
+    result = get_status(run)
     click.echo(to_json(result.as_dict()) if as_json else render_status(result))
     return exitcodes.OK if result.ok else exitcodes.UNAVAILABLE
 
 
-@subcommand()
-def restart(settings: Settings, as_json: bool) -> int:
-    """Re-read the settings and .env, preflight them while the app keeps serving, and only on pass restart
-    the app with the new environment (the same as SIGHUP to heygem-launch). Exit 0 restarted, 69 refused
-    (the running app is untouched), 78 the new settings are invalid."""
+@subcommand(client=True)
+def restart(run: RunDir, flags: dict[str, str | None], as_json: bool) -> int:
+    """Re-read the settings and .env (with the setting flags given here over the service's), preflight them
+    while the app keeps serving, and only on pass restart the app with the new environment (the same as SIGHUP
+    to heygem-launch); if the new app is not ready within HEYGEM_RESTART_TIMEOUT, the previous one comes back.
+    Exit 0 restarted, 69 refused or rolled back (the previous app runs), 78 the new settings are invalid."""
     from launcher.commands import restart as do_restart
     from launcher.report import to_json
 
-    result = do_restart(settings)
+    result = do_restart(run, flags)
     if as_json:
         click.echo(to_json(result))
     else:
@@ -192,13 +231,17 @@ def restart(settings: Settings, as_json: bool) -> int:
     return int(result.get("exit_code", exitcodes.SOFTWARE))
 
 
-@subcommand()
-def doctor(settings: Settings, as_json: bool) -> int:
+@subcommand(client=True)
+def doctor(run: RunDir, flags: dict[str, str | None], as_json: bool) -> int:
     """Diagnose: GPUs, the running app's real environment and CUDA use, a fresh preflight, the log's
     queue/blocking/ERROR/GPU lines, and the most likely cause. Exit 0 no problem found, 69 a problem."""
+    from launcher.client import service_settings
     from launcher.doctor import render, run_doctor
     from launcher.report import to_json
+    from launcher.rundir import running_pid
 
+    # The running service's own settings; the files only when no service runs.
+    settings = (service_settings(run) if running_pid(run) else None) or load_settings(flags)
     result = run_doctor(settings, dict(os.environ))
     click.echo(to_json(result.as_dict()) if as_json else render(result))
     return exitcodes.UNAVAILABLE if result.problem else exitcodes.OK
@@ -208,18 +251,17 @@ def doctor(settings: Settings, as_json: bool) -> int:
     click.argument("kind", type=click.Choice(["live", "ready", "startup"])),
     name="probe",
     json_output=False,
-    asks_service=True,
+    client=True,
 )
-def probe_command(settings: Settings, kind: str) -> int:
+def probe_command(run: RunDir, _flags: dict[str, str | None], kind: str) -> int:
     """Health probe for Docker HEALTHCHECK / Kubernetes: exit 0 pass, 1 fail.
 
     live: heygem-launch, supervisord and the app run. ready: the app's readiness markers were seen, its port
     answers, and no incident is open. startup: the preflight passed and the app has started.
     """
     from launcher.probes import probe
-    from launcher.rundir import RunDir
 
-    answer = probe(kind, RunDir(settings.run_dir))
+    answer = probe(kind, run)
     click.echo(answer.line())
     return 0 if answer.ok else 1
 

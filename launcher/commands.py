@@ -6,19 +6,23 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from launcher import exitcodes, procs
+from launcher import client, exitcodes, procs
 from launcher.control import CALL_ERRORS, Supervisor
 from launcher.errors import LaunchError
-from launcher.rundir import RunDir, read_json, running_pid
+from launcher.restarting import new_request_id
+from launcher.rundir import RunDir, check_trusted, read_json, running_pid, write_json
 from launcher.settings import Settings
 
-RESTART_MARGIN = 30.0  # beyond the preflight timeout and the stop grace
+RESTART_MARGIN = 30.0  # beyond the preflight timeout, the stop grace and the new app's time to be ready
+# Flags naming a path are made absolute here: the service resolves them from its own working directory.
+PATH_FLAGS = ("HEYGEM_ENV_FILE", "HEYGEM_APP_DIR", "HEYGEM_CONDA_ROOT", "HEYGEM_APP_LOG")
 
 
-def _service(settings: Settings) -> tuple[RunDir, int]:
-    run = RunDir(settings.run_dir)
+def _service(run: RunDir) -> tuple[RunDir, int]:
+    check_trusted(run)
     pid = running_pid(run)
     if pid is None:
         raise LaunchError(
@@ -48,12 +52,19 @@ class Status:
             "launcher_pid": self.launcher_pid,
             "programs": self.programs,
             "preflight": preflight,
+            "ready": self.state.get("ready", False),
+            "missing_markers": self.state.get("missing_markers", []),
+            "incident": self.state.get("incident"),
+            "last_incident": self.state.get("last_incident"),
+            "tasks": self.state.get("tasks", []),
             "error": self.error or None,
         }
 
 
-def status(settings: Settings) -> Status:
-    run = RunDir(settings.run_dir)
+def status(settings: Settings | RunDir) -> Status:
+    """The service's state from its run dir (never from the .env file); accepts the settings or the run dir."""
+    run = settings if isinstance(settings, RunDir) else RunDir(settings.run_dir)
+    check_trusted(run)
     pid = running_pid(run)
     if pid is None:
         return Status(False, None, error=f"not running (no live heygem-launch for run dir {run.path})")
@@ -94,18 +105,54 @@ def render_status(result: Status) -> str:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(pre.get("checked_at", 0)))
         verdict = "passed" if pre.get("ok") else f"refused [{pre.get('cause')}]"
         lines.append(f"  last preflight: {verdict} on {pre.get('provider')} at {when}")
+    state = result.state
+    missing = state.get("missing_markers") or []
+    lines.append(
+        "  ready: yes"
+        if state.get("ready")
+        else "  ready: no" + (f" (not logged: {'; '.join(missing)})" if missing else "")
+    )
+    if state.get("incident"):
+        lines.append(f"  incident open: {state['incident'].get('kind')} ({state['incident'].get('snapshot')})")
+    for task in (state.get("tasks") or [])[-5:]:
+        fps = f"{task['fps']:.2f} frames/s" if task.get("fps") is not None else "- frames/s"
+        lines.append(f"  task {task['code']}: {task['outcome']}, {task['frames']} frames, {fps}")
     return "\n".join(lines)
 
 
-def restart(settings: Settings) -> dict[str, Any]:
-    """SIGHUP the running launcher and wait for the outcome of the restart it then performs."""
-    run, pid = _service(settings)
-    sent_at = time.time()
+def request_flags(flags: dict[str, str | None], cwd: Path) -> dict[str, str]:
+    """The flags to send with a restart: all but the run dir (it cannot move), paths made absolute."""
+    out: dict[str, str] = {}
+    for key, value in flags.items():
+        if value is None or key == client.RUN_DIR_KEY:
+            continue
+        if (key in PATH_FLAGS or (key == "HEYGEM_CONDA_ENV" and "/" in value)) and value and "\0" not in value:
+            value = str(cwd / Path(value).expanduser()) if not value.startswith(("/", "~")) else value
+        out[key] = value
+    return out
+
+
+def restart(run: RunDir, flags: dict[str, str | None] | None = None) -> dict[str, Any]:
+    """Ask the running launcher to restart with `flags` over its own, and wait for its answer: a request file
+    with an id and the flags, then SIGHUP (only to a pid proven to be that run dir's heygem-launch)."""
+    run, pid = _service(run)
+    data = client.saved(run)
+    request_id = new_request_id()
+    write_json(
+        run.restart_request(request_id),
+        {"id": request_id, "flags": request_flags(flags or {}, Path.cwd()), "requested_at": time.time()},
+    )
     os.kill(pid, signal.SIGHUP)
-    deadline = time.monotonic() + settings.preflight_timeout + settings.stop_grace + RESTART_MARGIN
+    wait = (
+        client.flag_seconds(data, "preflight_timeout", 90.0)
+        + client.flag_seconds(data, "stop_grace", 8.0)
+        + client.flag_seconds(data, "restart_timeout", 180.0)
+        + RESTART_MARGIN
+    )
+    deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         result = read_json(run.restart_result)
-        if isinstance(result, dict) and result.get("requested_at", 0) >= sent_at - 0.001:
+        if isinstance(result, dict) and result.get("id") == request_id:
             return result
         if running_pid(run) is None:
             raise LaunchError("heygem-launch stopped during the restart", exit_code=exitcodes.UNAVAILABLE)

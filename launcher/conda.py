@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from launcher import values
 from launcher.errors import ConfigError
 
 ACTIVATE_SCRIPT_TIMEOUT = 30.0
@@ -50,7 +51,10 @@ def resolve_prefix(conda_root: Path, conda_env: str) -> CondaEnv:
         prefix = Path(sys.prefix)
         return CondaEnv(prefix, prefix.name, Path(sys.executable), (prefix / "conda-meta").is_dir())
     if "/" in conda_env:
-        prefix = Path(conda_env).expanduser()
+        try:
+            prefix = values.expand_user(conda_env)
+        except ValueError as exc:
+            raise ConfigError(f"HEYGEM_CONDA_ENV={conda_env!r}: {exc}") from None
         name = conda_env
         if prefix.parent == conda_root / "envs":
             name = prefix.name

@@ -64,12 +64,58 @@ def nvidia_wheel_dirs(prefix: Path) -> list[str]:
     return found
 
 
-def _world_writable(path: str) -> bool:
+def _chain_reason(folder: str) -> str | None:
+    """Why another user could change what `folder` holds, looking at it and every folder above it."""
+    real = os.path.realpath(folder)
     try:
-        mode = os.stat(path).st_mode
+        st = os.stat(real)
     except OSError:
-        return False
-    return bool(mode & stat.S_IWOTH)
+        return None  # missing: dropped elsewhere
+    if st.st_mode & stat.S_IWOTH:
+        return f"{real} is world-writable"
+    below_sticky = False
+    for parent in Path(real).parents:
+        try:
+            pst = os.stat(parent)
+        except OSError:
+            continue
+        if pst.st_mode & stat.S_IWOTH:
+            if not pst.st_mode & stat.S_ISVTX:
+                return f"{parent} above it is world-writable"
+            below_sticky = True
+    # Under a sticky world-writable folder (/tmp) anyone may have created it: it must be ours or root's.
+    if below_sticky and st.st_uid not in (0, os.geteuid()):
+        return f"{real} lies in a world-writable folder and belongs to uid {st.st_uid}"
+    return None
+
+
+def unsafe_folder(folder: str) -> str | None:
+    """Why a library folder is unsafe, or None: another user could plant a library there, through the
+    folder, a folder above it, or a library symlink in it pointing into a folder they can write (or a
+    library file anyone can write)."""
+    reason = _chain_reason(folder)
+    if reason:
+        return reason
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return None
+    for entry in entries:
+        if ".so" not in entry.name:
+            continue
+        try:
+            if entry.is_symlink():
+                target = os.path.realpath(entry.path)
+                if os.stat(target).st_mode & stat.S_IWOTH:
+                    return f"library {entry.path} points to world-writable {target}"
+                reason = _chain_reason(os.path.dirname(target))
+                if reason:
+                    return f"library {entry.path} points to {target}: {reason}"
+            elif entry.stat(follow_symlinks=False).st_mode & stat.S_IWOTH:
+                return f"library {entry.path} is world-writable"
+        except OSError:
+            continue  # a dangling link loads nothing
+    return None
 
 
 def build_library_path(
@@ -78,9 +124,9 @@ def build_library_path(
     inherited: str,
     *,
     is_dir: Callable[[str], bool] = os.path.isdir,
-    world_writable: Callable[[str], bool] = _world_writable,
+    unsafe: Callable[[str], str | None] = unsafe_folder,
 ) -> LibraryPath:
-    """The app's LD_LIBRARY_PATH; refuses a world-writable folder (anyone could plant a libcuda there)."""
+    """The app's LD_LIBRARY_PATH; refuses a folder another user could plant a library in (a libcuda, a libc)."""
     entries, dropped = merge_entries([[str(prefix / "lib")], nvidia_wheel_dirs(prefix), extra, inherited.split(":")])
     warnings = [f"library path: dropped relative entry {entry!r}" for entry in dropped]
     kept: list[str] = []
@@ -88,9 +134,10 @@ def build_library_path(
         if not is_dir(entry):
             warnings.append(f"library path: dropped {entry}: no such folder")
             continue
-        if world_writable(entry):
+        reason = unsafe(entry)
+        if reason:
             raise ConfigError(
-                f"library path: {entry} is world-writable; anyone could plant a library there "
+                f"library path: {entry} is unsafe: {reason}; anyone could plant a library there "
                 f"(chmod o-w it or remove it from HEYGEM_EXTRA_LIBRARY_PATH / LD_LIBRARY_PATH)"
             )
         kept.append(entry)

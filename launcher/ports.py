@@ -10,6 +10,8 @@ import contextlib
 import os
 from dataclasses import dataclass
 
+from launcher import exitcodes
+from launcher.errors import LaunchError
 from launcher.procs import command_line
 
 LISTEN = "0A"  # TCP_LISTEN in the kernel's hex state column
@@ -57,3 +59,15 @@ def holders(port: int) -> list[Holder]:
                         found.append(Holder(int(name), command_line(int(name))))
                         break
     return found or [Holder(None, "")]
+
+
+def check_free(port: int) -> None:
+    """Raises LaunchError (exit 78) naming the port and its holders when something listens on it."""
+    busy = holders(port)
+    if busy:
+        raise LaunchError(
+            f"port {port} (HEYGEM_APP_PORT / GRADIO_SERVER_PORT) is already in use by "
+            f"{', '.join(h.describe() for h in busy)}: Gradio would silently take another port and every "
+            "probe would watch the wrong one; stop that process or choose another port",
+            exit_code=exitcodes.CONFIG,
+        )

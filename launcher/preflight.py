@@ -119,9 +119,13 @@ def run_preflight(settings: Settings, environ: Mapping[str, str]) -> CheckResult
     probe_run = ProbeRun(
         app.conda.python, app.env, settings.app_dir, settings.require_provider, settings.preflight_timeout
     )
-    build = find_build(app.conda.prefix)
-    libraries = library_table(build, app.library_path.entries)
-    inventory = gpu.inventory()
+    try:
+        build = find_build(app.conda.prefix)
+        libraries = library_table(build, app.library_path.entries)
+        inventory = gpu.inventory()
+    except BaseException:  # SIGTERM, an error: the probe, in its own session, must not be left running
+        probe_run.kill()
+        raise
     probe = probe_run.wait()
     verdict = decide(settings.require_provider, build, libraries, inventory, app.env, probe, str(app.conda.python))
     return CheckResult(verdict, settings, app, build, libraries, inventory, probe)

@@ -74,8 +74,22 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
+# Probes running now (the service runs a restart's preflight in a thread): a stop must kill them all, since
+# each runs in its own session, out of reach of tini's and the terminal's group signals.
+_RUNNING: set[ProbeRun] = set()
+
+
+def kill_running() -> int:
+    """SIGKILL the process group of every probe still running; how many there were."""
+    runs = list(_RUNNING)
+    for run in runs:
+        run.kill()
+    return len(runs)
+
+
 class ProbeRun:
-    """A started probe; `wait()` collects it. Started first, so the parent's own checks overlap its start-up."""
+    """A started probe; `wait()` collects it. Started first, so the parent's own checks overlap its start-up.
+    Whatever interrupts the parent (SIGTERM raised as an exception, an error) kills the probe's group."""
 
     def __init__(self, python: Path, env: dict[str, str], cwd: Path, provider: str, timeout: float) -> None:
         self._started = time.monotonic()
@@ -94,10 +108,24 @@ class ProbeRun:
             start_new_session=True,
         )
         # The script fits in the pipe's buffer: hand it over now, so the child runs while we do our checks.
+        _RUNNING.add(self)
         assert self._proc.stdin is not None
-        self._proc.stdin.write(child_source().encode())
-        self._proc.stdin.close()
+        try:
+            self._proc.stdin.write(child_source().encode())
+            self._proc.stdin.close()
+        except BaseException:
+            self.kill()
+            raise
         self._proc.stdin = None
+
+    def kill(self) -> None:
+        """Kill the probe's whole group and collect it (idempotent)."""
+        _kill_group(self._proc)
+        with contextlib.suppress(Exception):
+            self._proc.kill()
+            self._proc.wait(timeout=5)
+        _RUNNING.discard(self)
+        self._tmp.cleanup()
 
     def wait(self) -> ProbeResult:
         proc = self._proc
@@ -108,8 +136,12 @@ class ProbeRun:
             timed_out = True
             _kill_group(proc)
             out, _ = proc.communicate()
+        except BaseException:
+            self.kill()
+            raise
         else:
             _kill_group(proc)  # nothing the probe started may outlive it
+        _RUNNING.discard(self)
         try:
             with open(self._report_path) as handle:
                 report = json.load(handle)

@@ -1,38 +1,47 @@
-"""Run and supervise the app: supervisord as a child, and a loop that turns its states into exit codes.
+"""Run and supervise the app: supervisord as a child, and the loop that follows it.
 
-supervisord restarts the app; this loop adds what supervisord lacks: exit 70 when the app is given up on
-(FATAL, or more restarts than allowed in a window), a clean stop within the grace on SIGTERM/SIGINT (exit
-0), a validated restart on SIGHUP or `heygem-launch restart`, and, as PID 1, reaping of orphans.
-It sleeps in select() on a signal pipe and pidfds; a quarter-second tick copies the app's log to stdout.
+supervisord restarts the app; this loop adds what supervisord lacks: a clean stop within the grace on
+SIGTERM/SIGINT (exit 0), giving up when `exitpolicy` says so (exit 70), a validated restart with rollback on
+SIGHUP or `heygem-launch restart` (`restarting`), and, as PID 1, reaping of orphans. A run dir that cannot be
+written (disk full, read-only) stops everything cleanly with one line. It sleeps in select() on a signal
+pipe, pidfds and inotify.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import re
 import select
 import signal
 import subprocess
 import sys
 import time
 import xmlrpc.client
-from collections import deque
 from collections.abc import Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
-from typing import Any, BinaryIO, TextIO
+from dataclasses import replace
+from typing import BinaryIO, TextIO
 
 from inotify_simple import INotify
 
-from launcher import exitcodes, ports, procs
+from launcher import exitcodes, exitpolicy, gpu, metrics, ports, probe, procs
 from launcher.control import CALL_ERRORS, Supervisor, new_credentials
 from launcher.errors import LaunchError
+from launcher.exitpolicy import RestartBudget
 from launcher.follow import Follower
-from launcher.preflight import CheckResult, preflight
-from launcher.report import render_check
-from launcher.rundir import RunDir, prepare, running_pid, write_json, write_pidfile, write_private
-from launcher.settings import Settings, load_settings
+from launcher.loaderenv import launcher_child_env
+from launcher.preflight import CheckResult
+from launcher.restarting import PASSED, Generation, RestartFlow
+from launcher.rundir import (
+    RunDir,
+    RunDirError,
+    prepare,
+    remove,
+    running_pid,
+    write_json,
+    write_pidfile,
+    write_private,
+)
+from launcher.settings import Settings
 from launcher.supervisor_config import PROGRAM, Credentials, render
 from launcher.watchdog import RECORD, RESTART, STOP, WARN, Incident
 from launcher.watching import AppWatch
@@ -40,17 +49,10 @@ from launcher.watching import AppWatch
 TICK = 0.25  # while the app is between states
 IDLE_TIMEOUT = 30.0  # otherwise only a safety net: pidfds, signals and inotify wake the loop
 UNWATCHED_POLL = 1.0  # while the app's log folder does not exist yet, so inotify cannot watch it
-EXITED = re.compile(rf"exited: {PROGRAM} \((.*)\)$")
 SUPERVISORD_START_TIMEOUT = 15.0
+APP_PID_WAIT = 2.0  # the wrapper forks the app at once; this bounds the wait for its pid under load
+EXIT_LINE_WAIT = 1.0  # supervisord logs how the app ended as it reaps it; this bounds the wait for that line
 READ_INTERVAL = 0.1  # seconds that writes gather after a read: bounds wakeups, adds at most this to detection
-
-
-@dataclass(frozen=True)
-class RestartOutcome:
-    requested_at: float
-    settings: Settings | None = None
-    check: CheckResult | None = None
-    error: LaunchError | None = None
 
 
 class Service:
@@ -64,25 +66,24 @@ class Service:
         err: TextIO,
     ) -> None:
         self.settings = settings
-        self.flags = dict(flags)
         self.environ = dict(environ)
         self.check = check
         self.out, self.err = out, err
         self.run: RunDir = prepare(settings.run_dir)
         self.generation = 0
+        self.generations_made = 0
         self.credentials: Credentials | None = None
         self.proc: subprocess.Popen[bytes] | None = None
+        self.pidfile_fd: int | None = None
         self.app_pid: int | None = None  # the wrapper's pid, which is also the app's process group
         self.app_pidfd: int | None = None
         self.groups: set[int] = set()  # every app process group seen, for the final sweep
         self.exit_pending = False
         self.deliberate = False  # a restart we asked for: not counted, not a crash
-        self.restarts: deque[float] = deque()
+        self.restarts = RestartBudget(settings)
         self.last_exit = ""
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="restart")
-        self.restart_future: Future[RestartOutcome] | None = None
-        self.restart_pending = False
-        self.restart_result: dict[str, Any] | None = None
+        self.wake_w = -1
+        self.flow = RestartFlow(self.run, flags, self.environ, self.wake, self.log)
         # supervisord's own log says how the app ended ("exited: app (terminated by SIGKILL; not expected)");
         # getProcessInfo forgets it as soon as the app is respawned.
         self.supervisord_log = Follower(self.run.supervisord_log)
@@ -91,14 +92,22 @@ class Service:
         self.watch = AppWatch(settings, self.run, out)
         self.app_started = False
         self.next_read = 0.0  # monotonic time before which the app's writes are left to gather
+        self.metrics: metrics.NoMetrics = metrics.NoMetrics()
 
     # -- output ---------------------------------------------------------------------------------------
     def log(self, message: str) -> None:
         self.err.write(f"heygem-launch: {message}\n")
         self.err.flush()
 
+    def wake(self) -> None:
+        """From the restart thread: wake the loop's select()."""
+        with contextlib.suppress(OSError):
+            os.write(self.wake_w, b"R")
+
     def save_state(self) -> None:
         verdict = self.check.verdict
+        self.metrics.ready(self.watch.saved_ready)
+        self.metrics.preflight(verdict.ok, verdict.cause)
         write_json(
             self.run.state,
             {
@@ -106,7 +115,8 @@ class Service:
                 "started_at": self.started_at,
                 "generation": self.generation,
                 "restarts": len(self.restarts),
-                "restart_times": list(self.restarts),
+                "restart_times": list(self.restarts.times),
+                "restarting": self.flow.busy(),
                 "last_exit": self.last_exit,
                 "wrapper_pid": self.app_pid,
                 "app_port": self.check.app.port,
@@ -123,18 +133,51 @@ class Service:
             },
         )
 
+    def save_settings(self) -> None:
+        """The running generation's settings as given, so that `doctor` (and a probe) use the service's own
+        settings rather than a .env file that may be mid-edit."""
+        s = self.settings
+        write_json(
+            self.run.settings,
+            {
+                "generation": self.generation,
+                "raw": self.absolute_raw(),
+                "app_env": dict(s.app_env),
+                "env_file": str(s.env_file) if s.env_file else None,
+                "restart_timeout": s.restart_timeout,
+                "preflight_timeout": s.preflight_timeout,
+                "stop_grace": s.stop_grace,
+            },
+        )
+
+    def absolute_raw(self) -> dict[str, str]:
+        """The settings as given, with what was relative to the service's working directory made absolute:
+        a client rebuilds them from anywhere."""
+        s = self.settings
+        raw = {**s.raw, "HEYGEM_APP_DIR": str(s.app_dir), "HEYGEM_APP_LOG": str(s.app_log)}
+        raw["HEYGEM_RUN_DIR"] = str(self.run.path)
+        if "/" in s.conda_env:
+            raw["HEYGEM_CONDA_ENV"] = str(self.check.app.conda.prefix)
+        return raw
+
     # -- start ----------------------------------------------------------------------------------------
-    def write_generation(self, settings: Settings, env: Mapping[str, str]) -> None:
-        """A new app environment file and the config that points at it; old generations stay until used."""
+    def new_generation(self, settings: Settings, check: CheckResult) -> Generation:
+        self.generations_made += 1
+        return Generation(self.generations_made, settings, check)
+
+    def write_generation(self, generation: Generation) -> None:
+        """The generation's app environment file and the config that points at it."""
         assert self.credentials is not None
-        self.generation += 1
-        env_file = self.run.app_env(self.generation)
-        write_json(env_file, dict(env))
+        self.generation = generation.number
+        self.settings, self.check = generation.settings, generation.check
+        env_file = self.run.app_env(generation.number)
+        write_json(env_file, dict(generation.check.app.env))
         user = "root" if os.geteuid() == 0 else None
         write_private(
             self.run.config,
-            render(settings, self.run, self.credentials, env_file=env_file, python=sys.executable, user=user),
+            render(self.settings, self.run, self.credentials, env_file=env_file, python=sys.executable, user=user),
         )
+        self.save_settings()
 
     def start(self) -> None:
         other = running_pid(self.run)
@@ -143,24 +186,27 @@ class Service:
                 f"HEYGEM_RUN_DIR={str(self.run.path)!r}: in use by heygem-launch pid {other}",
                 exit_code=exitcodes.CONFIG,
             )
-        busy = ports.holders(self.check.app.port)
-        if busy:
+        ports.check_free(self.check.app.port)
+        try:
+            self.metrics = metrics.make(self.settings.metrics_port, gpu.inventory)
+        except OSError as exc:
             raise LaunchError(
-                f"port {self.check.app.port} (HEYGEM_APP_PORT / GRADIO_SERVER_PORT) is already in use by "
-                f"{', '.join(h.describe() for h in busy)}: Gradio would silently take another port and every "
-                "probe would watch the wrong one; stop that process or choose another port",
+                f"HEYGEM_METRICS_PORT={self.settings.metrics_port}: cannot serve metrics there: {exc.strerror}",
                 exit_code=exitcodes.CONFIG,
-            )
-        write_pidfile(self.run)
-        for stale in (self.run.socket, self.run.restart_result):
-            stale.unlink(missing_ok=True)
+            ) from None
+        self.pidfile_fd = write_pidfile(self.run)
+        for stale in (self.run.socket, self.run.restart_result, *self.run.restart_requests()):
+            remove(stale)
         self.credentials = new_credentials(self.run)
-        self.write_generation(self.settings, self.check.app.env)
+        self.write_generation(self.new_generation(self.settings, self.check))
         self.save_state()
         # Its own session: tini's signals reach only us, and we stop the app in order. It dies with us.
+        # Loader-safe and without our HEYGEM_* settings: supervisord and the app's wrapper (which runs in the
+        # app dir) must not search the current directory for libraries, nor preload anything.
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "supervisor.supervisord", "-c", str(self.run.config)],
             stdin=subprocess.DEVNULL,
+            env=launcher_child_env(self.environ),
             start_new_session=True,
             preexec_fn=procs.die_with_parent,
         )
@@ -195,62 +241,98 @@ class Service:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
             signal.signal(signum, lambda s, _f: received.append(s))
         try:
-            self.start()
-            assert self.proc is not None
-            supervisord_fd = os.pidfd_open(self.proc.pid)
-            # Woken by what happens, not by a clock: each timed wakeup costs CPU even when there is nothing
-            # to do (measured: ~1.6 ms a wakeup on this project's VMs), and the launcher idles for days.
-            changes = INotify(nonblocking=True)
-            self.watch.watch_folders(changes)
-            while True:
-                self.watch.watch_log_folder(changes)
-                # A chatty app (HeyGem logs ~20 records a second per task, each twice) would wake us on
-                # every write: after a read, writes are left to gather for READ_INTERVAL.
-                gathering = time.monotonic() < self.next_read
-                watched = [wake_r, supervisord_fd] + ([] if gathering else [changes.fileno()])
-                watched += [self.app_pidfd] if self.app_pidfd is not None else []
-                timeout = self.timeout()
-                if gathering:
-                    timeout = min(timeout, max(0.0, self.next_read - time.monotonic()))
-                ready, _, _ = select.select(watched, [], [], timeout)
-                with contextlib.suppress(BlockingIOError):
-                    while os.read(wake_r, 512):
-                        pass
-                changes.read(timeout=0)
-                signals, received[:] = set(received), []
-                found = self.watch.read()
-                if self.watch.read_any:
-                    self.next_read = time.monotonic() + READ_INTERVAL
-                if signals & {signal.SIGTERM, signal.SIGINT}:
-                    name = "SIGTERM" if signal.SIGTERM in signals else "SIGINT"
-                    self.log(f"{name}: stopping the app (grace {self.settings.stop_grace} s)")
-                    return self.stop(exitcodes.OK)
-                if signal.SIGCHLD in signals and os.getpid() == 1:
-                    procs.reap_orphans(self.proc.pid)
-                if supervisord_fd in ready or self.proc.poll() is not None:
-                    self.log(f"supervisord exited unexpectedly ({self.proc.poll()})")
-                    return self.stop(exitcodes.SOFTWARE)
-                if signal.SIGHUP in signals:
-                    self.request_restart(time.time())
-                if self.restart_future is not None and self.restart_future.done():
-                    self.finish_restart()
-                failure = self.watch_app(self.app_pidfd is not None and self.app_pidfd in ready)
-                if failure:
-                    self.log(failure)
-                    return self.stop(exitcodes.SOFTWARE)
-                found += self.watch.check(time.time(), self.app_pid)
-                for incident in found:
-                    code = self.handle_incident(incident)
-                    if code is not None:
-                        return code
-                readiness = self.watch.readiness_changed()
-                if readiness and self.watch.saved_ready:
-                    self.log(f"app ready (logged: {', '.join(self.settings.ready_markers)})")
-                if readiness | self.watch.tasks_changed():
-                    self.save_state()
+            return self.loop(wake_r, received)
+        except RunDirError as exc:
+            return self.abort(str(exc), exitcodes.SOFTWARE)
+        except LaunchError as exc:
+            return self.abort(str(exc), exc.exit_code)
+        except Exception as exc:  # a bug of ours: still nothing may be left running
+            if os.environ.get("HEYGEM_DEBUG"):
+                raise
+            return self.abort(f"internal error: {type(exc).__name__}: {exc}", exitcodes.SOFTWARE)
         finally:
             signal.set_wakeup_fd(-1)
-            self.executor.shutdown(wait=False, cancel_futures=True)
+            self.flow.executor.shutdown(wait=False, cancel_futures=True)
+            os.close(wake_r)
+            os.close(wake_w)
+
+    def abort(self, message: str, code: int) -> int:
+        """One line, then the clean stop (app, supervisord, probes) if anything was started."""
+        if self.proc is None:
+            self.log(message)
+            return code
+        self.log(f"{message}; stopping the app and supervisord")
+        return self.stop(code)
+
+    def loop(self, wake_r: int, received: list[int]) -> int:
+        """Start supervisord, then follow it until a stop; the exit code."""
+        self.start()
+        assert self.proc is not None
+        supervisord_fd = os.pidfd_open(self.proc.pid)
+        # Woken by what happens, not by a clock: each timed wakeup costs CPU even when there is nothing
+        # to do (measured: ~1.6 ms a wakeup on this project's VMs), and the launcher idles for days.
+        changes = INotify(nonblocking=True)
+        try:
+            self.watch.watch_folders(changes)
+            return self.follow(wake_r, received, supervisord_fd, changes)
+        finally:
+            os.close(supervisord_fd)
+            changes.close()
+
+    def follow(self, wake_r: int, received: list[int], supervisord_fd: int, changes: INotify) -> int:
+        """The loop proper: wake on what happened, act, sleep until the next thing is due."""
+        assert self.proc is not None
+        while True:
+            self.watch.watch_log_folder(changes)
+            # A chatty app (HeyGem logs ~20 records a second per task, each twice) would wake us on
+            # every write: after a read, writes are left to gather for READ_INTERVAL.
+            gathering = time.monotonic() < self.next_read
+            watched = [wake_r, supervisord_fd] + ([] if gathering else [changes.fileno()])
+            watched += [self.app_pidfd] if self.app_pidfd is not None else []
+            timeout = self.timeout()
+            if gathering:
+                timeout = min(timeout, max(0.0, self.next_read - time.monotonic()))
+            ready, _, _ = select.select(watched, [], [], timeout)
+            with contextlib.suppress(BlockingIOError):
+                while os.read(wake_r, 512):
+                    pass
+            changes.read(timeout=0)
+            signals, received[:] = set(received), []
+            found = self.watch.read()
+            if self.watch.read_any:
+                self.next_read = time.monotonic() + READ_INTERVAL
+            if signals & {signal.SIGTERM, signal.SIGINT}:
+                name = "SIGTERM" if signal.SIGTERM in signals else "SIGINT"
+                self.log(f"{name}: stopping the app (grace {self.settings.stop_grace} s)")
+                return self.stop(exitcodes.OK)
+            if signal.SIGCHLD in signals and os.getpid() == 1:
+                procs.reap_orphans(self.proc.pid)
+            if supervisord_fd in ready or self.proc.poll() is not None:
+                self.log(f"supervisord exited unexpectedly ({self.proc.poll()})")
+                return self.stop(exitcodes.SOFTWARE)
+            if signal.SIGHUP in signals:
+                self.flow.request(time.time())
+            outcome = self.flow.preflight_done()
+            if outcome is not None:
+                self.finish_restart(outcome)
+            failure = self.watch_app(self.app_pidfd is not None and self.app_pidfd in ready)
+            if failure:
+                self.log(failure)
+                return self.stop(exitcodes.SOFTWARE)
+            self.judge_trial()
+            found += self.watch.check(time.time(), self.app_pid)
+            for incident in found:
+                code = self.handle_incident(incident)
+                if code is not None:
+                    return code
+            readiness = self.watch.readiness_changed()
+            if readiness and self.watch.saved_ready:
+                self.log(f"app ready (logged: {', '.join(self.settings.ready_markers)})")
+            if readiness | self.watch.tasks_changed():
+                self.save_state()
+            for task in self.watch.take_finished():
+                seconds = task.ended_at - task.started_at if task.ended_at is not None else None
+                self.metrics.task(task.outcome or "hung", seconds, task.fps)
 
     def timeout(self) -> float:
         """How long select() may sleep: until the next thing that is due, without waking for nothing."""
@@ -259,7 +341,14 @@ class Service:
         if self.settling():
             return TICK
         now = time.time()
-        timeout = min([IDLE_TIMEOUT, *(max(0.0, d - now) for d in self.watch.deadlines())])
+        trial = self.flow.deadline_in()
+        timeout = min(
+            [
+                IDLE_TIMEOUT,
+                *(max(0.0, d - now) for d in self.watch.deadlines()),
+                *([trial] if trial is not None else []),
+            ]
+        )
         return timeout if self.watch.log_watched else min(timeout, UNWATCHED_POLL)
 
     def handle_incident(self, found: Incident) -> int | None:
@@ -269,6 +358,7 @@ class Service:
             return None  # the app is being replaced already: the same episode, seen once more
         summary, _path = self.watch.record(found, self.app_pid)
         self.log(summary)
+        self.metrics.incident(found.kind)
         if found.action in (RECORD, WARN):
             if found.action == WARN:
                 self.log("HEYGEM_ON_CPU_FALLBACK=warn: the app keeps running, on the CPU")
@@ -280,23 +370,16 @@ class Service:
             self.log(f"REFUSED [provider_not_used]: the app fell back to the CPU at run time: {found.line[:300]}")
             return self.stop(exitcodes.UNAVAILABLE)
         self.watch.keep_open()
-        if self.count_restart():
-            self.log(
-                f"{len(self.restarts)} restarts in {self.settings.restart_window:.0f} s "
-                f"(HEYGEM_MAX_RESTARTS={self.settings.max_restarts}): giving up; last incident: {found.kind}"
-            )
+        if self.flow.trial is not None:  # the new generation misbehaves before it was ready: roll back
+            self.rollback(f"the new app had an incident ({found.kind}) before it was ready")
+            return None
+        self.metrics.restart()
+        if self.restarts.record(time.time()):
+            self.log(self.restarts.exceeded(f"incident {found.kind}"))
             return self.stop(exitcodes.SOFTWARE)
         self.save_state()
         self.restart_app()
         return None
-
-    def count_restart(self) -> bool:
-        """Record a restart; True when there have been too many in the window."""
-        now = time.time()
-        self.restarts.append(now)
-        while self.restarts and self.restarts[0] < now - self.settings.restart_window:
-            self.restarts.popleft()
-        return len(self.restarts) > self.settings.max_restarts
 
     def restart_app(self) -> None:
         """Stop the app's group (SIGKILL at the grace) and start it again; the wrapper clears the old group."""
@@ -313,6 +396,7 @@ class Service:
             self.app_pidfd = None
         self.app_pid = None
         self.exit_pending = False
+        self.exit_reason = ""
         self.watch.new_instance()
 
     def settling(self) -> bool:
@@ -334,51 +418,62 @@ class Service:
             if procs.kill_group(self.app_pid):
                 self.log(f"killed what was left of the app's process group {self.app_pid}")
         state, pid = info["statename"], info["pid"]
-        for line in self.supervisord_log.read():
-            match = EXITED.search(line.decode(errors="replace"))
-            if match:
-                self.exit_reason = match.group(1)
-        if self.exit_pending and (pid != self.app_pid or state not in ("RUNNING", "STARTING")):
+        self.exit_reason = exitpolicy.reason_from_log(self.supervisord_log.read()) or self.exit_reason
+        ended = self.exit_pending and (pid != self.app_pid or state not in ("RUNNING", "STARTING"))
+        if ended or (self.flow.trial is not None and state in ("BACKOFF", "EXITED", "FATAL")):
             self.exit_pending = False
             self.app_pid = None
-            self.last_exit = self.exit_reason or info["description"] or f"exit status {info['exitstatus']}"
-            too_many = self.count_restart()
+            self.last_exit = self.ended_how(info)
+            if self.flow.trial is not None:
+                self.rollback(f"the new app exited ({self.last_exit}) before it was ready")
+                return None
+            self.metrics.restart()
+            too_many = self.restarts.record(time.time())
             self.save_state()
             self.log(f"app exited ({self.last_exit}); supervisord restarts it")
             if too_many:
-                return (
-                    f"app restarted {len(self.restarts)} times in {self.settings.restart_window:.0f} s "
-                    f"(HEYGEM_MAX_RESTARTS={self.settings.max_restarts}); last: {self.last_exit}; "
-                    f"last output: {self.last_output()}"
-                )
+                return self.restarts.crashed_too_often(self.last_exit, self.last_output())
         if state == "FATAL":
-            reason = info["spawnerr"] or self.last_exit or info["description"]
-            return (
-                f"app gave up after {self.settings.start_retries} quick failures: {reason}; "
-                f"last output: {self.last_output()}"
-            )
+            reason = info["spawnerr"] or self.last_exit or exitpolicy.exit_reason(None, info)
+            return exitpolicy.fatal_line(self.settings, reason, self.last_output())
         if state in ("STARTING", "RUNNING") and pid and pid != self.app_pid and self.app_pidfd is None:
             self.app_pid = pid
             self.app_pidfd = os.pidfd_open(pid)
-            self.watch.started(procs.start_time(pid) or float(info["start"]))
+            started = procs.start_time(pid) or float(info["start"])
+            self.watch.started(started)
+            self.metrics.app_started(started)
             self.groups.add(pid)
-            app = procs.first_child(pid)
-            self.log(f"app started: pid {app or '?'} (wrapper {pid}), generation {self.generation}")
+            app = self.app_of(pid)
+            shown = f"pid {app} (wrapper {pid})" if app else f"wrapper pid {pid}"
+            self.log(f"app started: {shown}, generation {self.generation}")
             self.app_started = True
             self.save_state()
             if self.deliberate:
                 self.deliberate = False
-                self.complete_restart(app)
+                if self.flow.trial is not None:
+                    self.flow.trial.app_pid = app
         return None
 
-    def last_output(self, count: int = 5) -> str:
-        try:
-            with open(self.run.app_log, "rb") as handle:
-                handle.seek(max(0, os.fstat(handle.fileno()).st_size - 8192))
-                tail = handle.read().decode(errors="replace").splitlines()[-count:]
-        except OSError:
-            return "(none)"
-        return " | ".join(line.strip()[:200] for line in tail if line.strip()) or "(none)"
+    def app_of(self, wrapper: int) -> int | None:
+        """The app's pid: the wrapper's first child, which it forks at once (bounded wait, never '?')."""
+        deadline = time.monotonic() + APP_PID_WAIT
+        while True:
+            app = procs.first_child(wrapper)
+            if app or time.monotonic() > deadline or procs.read_proc(wrapper) is None:
+                return app
+            time.sleep(0.01)
+
+    def ended_how(self, info: Mapping[str, object]) -> str:
+        """How the app ended, with its exit status or signal: supervisord's log line, waited for briefly."""
+        deadline = time.monotonic() + EXIT_LINE_WAIT
+        while not self.exit_reason and time.monotonic() < deadline:
+            time.sleep(0.05)
+            self.exit_reason = exitpolicy.reason_from_log(self.supervisord_log.read()) or ""
+        how, self.exit_reason = exitpolicy.exit_reason(self.exit_reason or None, info), ""
+        return how
+
+    def last_output(self) -> str:
+        return exitpolicy.last_output(self.run.app_log)
 
     # -- stop -----------------------------------------------------------------------------------------
     def stop(self, code: int) -> int:
@@ -393,94 +488,74 @@ class Service:
             self.proc.wait()
         for group in self.groups:
             procs.kill_group(group)  # only if something escaped supervisord's stop (killasgroup=false)
+        probe.kill_running()  # a restart's preflight, in its own session
+        with contextlib.suppress(RunDirError):  # a full disk must not keep us from stopping
+            self.flow.stop()
         if os.getpid() == 1:
             procs.reap_orphans(None)
-        self.watch.copy_output(final=True)
+        with contextlib.suppress(OSError, LaunchError):  # the output's end is worth less than a clean stop
+            self.watch.copy_output(final=True)
         self.watch.close()
-        self.run.pidfile.unlink(missing_ok=True)
+        remove(self.run.pidfile)
+        if self.pidfile_fd is not None:
+            os.close(self.pidfile_fd)
+            self.pidfile_fd = None
         self.log(f"stopped (exit {code})")
         return code
 
-    # -- restart after a config change ---------------------------------------------------------------
-    def request_restart(self, requested_at: float) -> None:
-        if self.restart_future is not None:
-            self.restart_pending = True
+    # -- restart after a config change (restarting.py holds the flow) ----------------------------------
+    def finish_restart(self, outcome) -> None:  # type: ignore[no-untyped-def]
+        """The restart's preflight is done: refuse (the app untouched), or install the new generation on trial."""
+        if outcome.error is None and outcome.check is not None and outcome.check.app.port != self.check.app.port:
+            try:
+                ports.check_free(outcome.check.app.port)  # a move onto a busy port: Gradio would go elsewhere
+            except LaunchError as exc:
+                outcome = replace(outcome, error=exc)
+        if outcome.error is not None or outcome.check is None or not outcome.check.ok:
+            if outcome.check is not None:
+                self.check = outcome.check  # `status` shows the last preflight, even a refused one
+                self.save_state()
+            self.flow.refuse(outcome)
+            self.flow.next()
             return
-        self.log("restart requested: reading the settings and .env anew, preflight while the app keeps serving")
-        self.restart_future = self.executor.submit(self.restart_preflight, requested_at)
-        self.restart_future.add_done_callback(lambda _f: os.write(self.wake_w, b"R"))
+        assert outcome.settings is not None
+        previous = Generation(self.generation, self.settings, self.check)
+        self.flow.start_trial(outcome, previous, outcome.settings.restart_timeout)
+        self.install(self.new_generation(outcome.settings, outcome.check))
+        self.log(f"preflight passed; app restarting with generation {self.generation}")
 
-    def restart_preflight(self, requested_at: float) -> RestartOutcome:
-        try:
-            settings = load_settings(self.flags, self.environ)
-            # The run dir holds the running service's socket: it cannot move while it runs.
-            settings = replace(settings, run_dir=self.settings.run_dir)
-            return RestartOutcome(requested_at, settings, preflight(settings, self.environ))
-        except LaunchError as exc:
-            return RestartOutcome(requested_at, error=exc)
-
-    def finish_restart(self) -> None:
-        assert self.restart_future is not None
-        outcome = self.restart_future.result()
-        self.restart_future = None
-        result: dict[str, Any] = {"requested_at": outcome.requested_at, "finished_at": time.time()}
-        if outcome.error is not None:
-            result.update(ok=False, exit_code=outcome.error.exit_code, message=str(outcome.error))
-            self.log(f"restart refused: {outcome.error}; the app keeps running")
-            self.publish_restart(result)
-        else:
-            assert outcome.check is not None and outcome.settings is not None
-            self.check = outcome.check
-            self.save_state()
-            result["check"] = outcome.check.as_dict()
-            result["report"] = render_check(outcome.check)
-            if not outcome.check.ok:
-                result.update(
-                    ok=False,
-                    exit_code=exitcodes.UNAVAILABLE,
-                    message=f"refused [{outcome.check.verdict.cause}]: {outcome.check.verdict.message}",
-                )
-                self.log(f"restart refused by the preflight ({outcome.check.verdict.cause}); the app keeps running")
-                self.publish_restart(result)
-            else:
-                self.settings = outcome.settings
-                self.restart_result = result
-                self.replace_app(outcome.check)
-        if self.restart_pending:
-            self.restart_pending = False
-            self.request_restart(time.time())
-
-    def replace_app(self, check: CheckResult) -> None:
-        """Point supervisord at the new environment and restart the app group (supervisorctl's `update`)."""
-        self.write_generation(self.settings, check.app.env)
-        self.watch.use(self.settings)  # new patterns and markers, if any
+    def install(self, generation: Generation) -> None:
+        """Point supervisord at a generation and restart the app group (supervisorctl's `update`)."""
+        self.write_generation(generation)
+        self.watch.use(self.settings)  # its patterns and markers
+        self.restarts.use(self.settings)
         self.expect_new_app()
         self.supervisor.call("reloadConfig")
         with contextlib.suppress(xmlrpc.client.Fault):  # already stopped (FATAL, BACKOFF) is fine
             self.supervisor.call("stopProcessGroup", PROGRAM, True)
         self.supervisor.call("removeProcessGroup", PROGRAM)
         self.supervisor.call("addProcessGroup", PROGRAM)
-        for old in range(1, self.generation):
-            self.run.app_env(old).unlink(missing_ok=True)
-        self.log(f"preflight passed; app restarting with generation {self.generation}")
+        self.save_state()
 
-    def complete_restart(self, app_pid: int | None) -> None:
-        if self.restart_result is None:
-            return
-        result, self.restart_result = self.restart_result, None
-        result.update(
-            ok=True,
-            exit_code=exitcodes.OK,
-            message=f"app restarted with the new environment (pid {app_pid}, generation {self.generation})",
-            app_pid=app_pid,
-            finished_at=time.time(),
-        )
-        self.publish_restart(result)
+    def judge_trial(self) -> None:
+        """A new generation on trial passes once ready; past HEYGEM_RESTART_TIMEOUT it is rolled back."""
+        verdict = self.flow.judge(self.app_pidfd is not None and self.watch.state()["ready"], time.monotonic())
+        if verdict == PASSED:
+            self.flow.passed(self.generation)
+        elif verdict is not None:
+            self.rollback(verdict)
 
-    def publish_restart(self, result: dict[str, Any]) -> None:
-        write_json(self.run.restart_result, result)
+    def rollback(self, reason: str) -> None:
+        previous = self.flow.failed(reason)
+        failed = self.generation
+        self.install(previous)
+        remove(self.run.app_env(failed))
+        self.flow.next()
+
+
+def make_service(settings: Settings, flags: Mapping[str, str | None], check: CheckResult) -> Service:
+    return Service(settings, flags, check, os.environ, sys.stdout.buffer, sys.stderr)
 
 
 def run_service(settings: Settings, flags: Mapping[str, str | None], check: CheckResult) -> int:
-    service = Service(settings, flags, check, os.environ, sys.stdout.buffer, sys.stderr)
-    return service.serve()
+    return make_service(settings, flags, check).serve()

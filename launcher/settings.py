@@ -11,12 +11,15 @@ import io
 import os
 import re
 import shlex
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from launcher import values as checks
 from launcher.errors import ConfigError
 from launcher.masking import mask_value
+from launcher.rundir import SOCKET_NAME
 
 PREFIX = "HEYGEM_"
 ENV_FILE_KEY = "HEYGEM_ENV_FILE"
@@ -28,9 +31,7 @@ def _default_run_dir() -> str:
 
 
 def _path(raw: str) -> Path:
-    if not raw:
-        raise ValueError("must not be empty")
-    return Path(raw).expanduser()
+    return checks.path(raw)
 
 
 def _abs_path(raw: str) -> Path:
@@ -40,8 +41,20 @@ def _abs_path(raw: str) -> Path:
     return path
 
 
+def _conda_env(raw: str) -> str:
+    if "/" in raw:
+        checks.path(raw)  # a prefix path: the same rules as any path (and ~user must exist)
+    return checks.one_line(raw)
+
+
+def _run_dir(raw: str) -> Path:
+    # Its socket must fit sockaddr_un: supervisord would fail to bind it long after validation.
+    return checks.socket_fits(_abs_path(raw), SOCKET_NAME)
+
+
 def _command(raw: str) -> tuple[str, ...]:
-    argv = tuple(shlex.split(raw))
+    # A newline cannot be written into supervisord's config, and shlex would take it as a separator.
+    argv = tuple(shlex.split(checks.one_line(raw)))
     if not argv:
         raise ValueError("must not be empty")
     return argv
@@ -55,27 +68,23 @@ def _provider(raw: str) -> str:
 
 def _path_list(raw: str) -> tuple[str, ...]:
     # Empty pieces are dropped later by the library-path builder, with the rest of its rules.
-    return tuple(raw.split(":")) if raw else ()
+    pieces = tuple(checks.one_line(raw).split(":")) if raw else ()
+    for piece in pieces:
+        if piece:
+            checks.path_fits(Path(piece))
+    return pieces
+
+
+# 30 days: longer is no timeout a person means, and every timeout must fit select() and threading.
+MAX_SECONDS = 30 * 86400.0
 
 
 def _positive_seconds(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value < float("inf"):  # also refuses NaN
-        raise ValueError("must be a positive number of seconds")
-    return value
+    return checks.seconds(raw, MAX_SECONDS)
 
 
 def _non_negative_seconds(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not 0 <= value < float("inf"):  # also refuses NaN
-        raise ValueError("must be a number of seconds >= 0")
-    return value
+    return checks.seconds(raw, MAX_SECONDS, allow_zero=True)
 
 
 def _bool(raw: str) -> bool:
@@ -88,25 +97,20 @@ def _bool(raw: str) -> bool:
 
 
 def _count(raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise ValueError("must be a whole number >= 0")
-    return value
+    return checks.whole(raw, 0, 1_000_000)
 
 
 def _optional_path(raw: str) -> Path | None:
-    return Path(raw).expanduser() if raw else None
+    return checks.path(raw) if raw else None
 
 
 def _port(raw: str) -> int | None:
     if not raw:
         return None
-    if not raw.isdigit() or not 0 < int(raw) < 65536:
-        raise ValueError("must be a TCP port number (1-65535)")
-    return int(raw)
+    try:
+        return checks.whole(raw, 1, 65535)
+    except ValueError:
+        raise ValueError("must be a TCP port number (1-65535)") from None
 
 
 def _choice(*allowed: str) -> Callable[[str], str]:
@@ -119,32 +123,28 @@ def _choice(*allowed: str) -> Callable[[str], str]:
 
 
 def _regex(raw: str) -> re.Pattern[str]:
-    try:
-        return re.compile(raw)
-    except re.error as exc:
-        raise ValueError(f"not a valid regular expression: {exc}") from None
+    return checks.regex(raw)
 
 
 def _markers(raw: str) -> tuple[str, ...]:
-    markers = tuple(m for m in raw.split("|") if m)
+    # A marker is matched within one line: one with a newline could never be seen.
+    markers = tuple(m for m in checks.one_line(raw).split("|") if m)
     if not markers:
         raise ValueError("must name at least one marker")
     return markers
 
 
 def _whole_seconds(raw: str) -> int:
-    # supervisord's stopwaitsecs is an integer.
-    if _count(raw) < 1:
-        raise ValueError("must be a whole number of seconds >= 1")
-    return int(raw)
+    # supervisord's stopwaitsecs is an integer; an hour is already far beyond any orchestrator's grace.
+    return checks.whole(raw, 1, 3600)
 
 
 def _size(raw: str) -> int:
     """Bytes, with an optional KB/MB/GB suffix as supervisord writes them."""
     units = {"": 1, "KB": 2**10, "MB": 2**20, "GB": 2**30}
-    match = re.fullmatch(r"(\d+)\s*([KMG]B)?", raw.upper())
-    if not match:
-        raise ValueError("must be a size such as 10MB")
+    match = re.fullmatch(r"([0-9]{1,13})\s*([KMG]B)?", raw.upper())
+    if not match or int(match.group(1)) * units[match.group(2) or ""] > 2**40:
+        raise ValueError("must be a size such as 10MB, at most 1024GB")
     return int(match.group(1)) * units[match.group(2) or ""]
 
 
@@ -162,7 +162,7 @@ SPECS: tuple[Spec, ...] = (
     Spec(
         "HEYGEM_CONDA_ENV",
         "conda_env",
-        str,
+        _conda_env,
         lambda: "",
         "env name under CONDA_ROOT/envs, a prefix path, or empty for the launcher's own interpreter",
     ),
@@ -189,7 +189,7 @@ SPECS: tuple[Spec, ...] = (
         lambda: "90",
         "seconds before a hung probe is killed",
     ),
-    Spec("HEYGEM_RUN_DIR", "run_dir", _abs_path, _default_run_dir, "private folder for sockets and logs"),
+    Spec("HEYGEM_RUN_DIR", "run_dir", _run_dir, _default_run_dir, "private folder for sockets and logs"),
     # Under Docker's 10 s, so the app's own group is stopped (and killed if need be) before Docker's SIGKILL.
     Spec(
         "HEYGEM_STOP_GRACE",
@@ -240,6 +240,13 @@ SPECS: tuple[Spec, ...] = (
         _size,
         lambda: "10MB",
         "size at which the app's log in the run dir is rotated",
+    ),
+    Spec(
+        "HEYGEM_RESTART_TIMEOUT",
+        "restart_timeout",
+        _positive_seconds,
+        lambda: "180",
+        "seconds a restarted app has to become ready before the previous one is brought back (exit 69)",
     ),
     Spec("HEYGEM_LOG_BACKUPS", "log_backups", _count, lambda: "3", "rotated copies of the app's log kept"),
     Spec(
@@ -421,6 +428,7 @@ class Settings:
     start_retries: int
     max_restarts: int
     restart_window: float
+    restart_timeout: float
     log_max_bytes: int
     log_backups: int
     app_log: Path  # resolved against app_dir by build_settings
@@ -449,9 +457,11 @@ class Settings:
     # Where each setting's value came from: default, .env, environment or flag.
     sources: Mapping[str, str] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    # Each setting's text as given, before parsing: what the service saves to rebuild its settings.
+    raw: Mapping[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, str]:
-        """The settings as `HEYGEM_*` keys with printable values."""
+        """The settings as `HEYGEM_*` keys with printable checks."""
         out: dict[str, str] = {}
         for spec in SPECS:
             value = getattr(self, spec.attr)
@@ -468,34 +478,91 @@ class Settings:
         return out
 
 
+ENV_FILE_MAX = 2**20  # a .env file is a few lines; /dev/zero or a runaway file must not fill memory
+_LINE_KEY = re.compile(r"\s*(?:export\s+)?([^\s=#'\"]+)\s*=")
+
+
+def _read_env_bytes(path: Path) -> bytes:
+    """A regular file's bytes; O_NONBLOCK so that a FIFO never blocks the open, and a size cap."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: env file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read env file: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{path}: env file is not a regular file")
+        data = handle.read(ENV_FILE_MAX + 1)
+    if len(data) > ENV_FILE_MAX:
+        raise ConfigError(f"{path}: env file larger than {ENV_FILE_MAX} bytes")
+    return data
+
+
 def read_env_file(path: Path) -> dict[str, str | None]:
-    """The file's bindings, without touching os.environ; a line that does not parse is a config error."""
+    """The file's bindings, without touching os.environ. A line that does not parse, a NUL byte or bytes
+    that are not UTF-8 are config errors naming the file, the line and the key, never the value (a secret's
+    closing quote may be what is missing)."""
     # Imported only when there is a file to read: start-up time is on the preflight's critical path.
     from dotenv import dotenv_values
     from dotenv.parser import parse_stream
 
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: env file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read env file: {exc}") from None
+    text = _read_env_bytes(path).decode("utf-8", "surrogateescape")
     for binding in parse_stream(io.StringIO(text)):
+        where = f"{path}:{binding.original.line}"
         if binding.error:
-            raise ConfigError(
-                f"{path}:{binding.original.line}: cannot parse line {binding.original.string.strip()[:40]!r}"
-            )
+            key = _LINE_KEY.match(binding.original.string)
+            named = f" (key {_printable_key(key.group(1))})" if key else ""
+            raise ConfigError(f"{where}: cannot parse the line{named}; is a quote left open?")
+        if binding.key is None:
+            continue
+        try:
+            checks.text(binding.key)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: the key {exc}") from None
+        if not _ENV_KEY.fullmatch(binding.key):
+            raise ConfigError(f"{where}: {_printable_key(binding.key)} is not a variable name")
+        try:
+            checks.text(binding.value or "")
+        except ValueError as exc:
+            raise ConfigError(f"{where}: the value of {binding.key} {exc}") from None
     # interpolate=False: values are literal, as with `docker run --env-file`; a secret may hold a `$`.
     return dict(dotenv_values(stream=io.StringIO(text), interpolate=False))
 
 
+# What execve() and a JSON environment file can carry as a name (POSIX allows more than shells do).
+_ENV_KEY = re.compile(r"[^=\s]+")
+
+
+def _printable_key(key: str) -> str:
+    return repr(checks.printable(key)[:60])
+
+
+def run_dir_value(raw: str | None) -> Path:
+    """HEYGEM_RUN_DIR alone (the client side needs nothing else): its default when None; ConfigError if bad."""
+    raw = _default_run_dir() if raw is None else raw
+    try:
+        return _run_dir(checks.text(raw).strip())
+    except ValueError as exc:
+        raise ConfigError(f"HEYGEM_RUN_DIR={_shown('HEYGEM_RUN_DIR', raw)}: {exc}") from None
+
+
 def find_env_file(flag: str | None, environ: Mapping[str, str], cwd: Path) -> Path | None:
-    if flag:
-        return Path(flag)
-    if environ.get(ENV_FILE_KEY):
-        return Path(environ[ENV_FILE_KEY])
+    for source, raw in (("flag", flag), ("environment", environ.get(ENV_FILE_KEY))):
+        if raw:
+            try:
+                return checks.path(checks.text(raw))
+            except ValueError as exc:
+                raise ConfigError(f"{ENV_FILE_KEY}={_shown(ENV_FILE_KEY, raw)} (from {source}): {exc}") from None
     default = cwd / ".env"
     return default if default.is_file() else None
+
+
+def _shown(key: str, raw: str) -> str:
+    """A bad value as printed in an error: masked when secret, cut short, non-UTF-8 bytes escaped."""
+    shown = repr(mask_value(key, checks.printable(raw)))
+    return shown if len(shown) <= 80 else shown[:77] + "..."
 
 
 def closest_key(key: str) -> str | None:
@@ -523,6 +590,7 @@ def build_settings(
 
     values: dict[str, object] = {}
     sources: dict[str, str] = {}
+    raw_values: dict[str, str] = {}
     for spec in SPECS:
         raw, source = spec.default(), "default"
         for name, layer in ((".env", dotenv), ("environment", environ), ("flag", flags)):
@@ -530,11 +598,12 @@ def build_settings(
             if candidate is not None:
                 raw, source = candidate, name
         try:
-            values[spec.attr] = spec.parse(raw.strip())
-        except ValueError as exc:
+            values[spec.attr] = spec.parse(checks.text(raw).strip())
+        except (ValueError, OverflowError, RecursionError) as exc:
             where = "" if source in ("default", "flag") else f" (from {source})"
-            raise ConfigError(f"{spec.key}={mask_value(spec.key, raw)!r}{where}: {exc}") from None
+            raise ConfigError(f"{spec.key}={_shown(spec.key, raw)}{where}: {exc}") from None
         sources[spec.key] = source
+        raw_values[spec.key] = raw
 
     app_dir = values["app_dir"]
     assert isinstance(app_dir, Path)
@@ -559,6 +628,7 @@ def build_settings(
         app_env=app_env,
         sources=sources,  # type: ignore[arg-type]
         warnings=tuple(warnings),
+        raw=raw_values,
     )
 
 
@@ -571,6 +641,20 @@ def load_settings(
     env_file = find_env_file(flags.get(ENV_FILE_KEY), environ, cwd)
     dotenv = read_env_file(env_file) if env_file else {}
     settings = build_settings(dotenv, environ, flags, env_file=env_file, cwd=cwd)
+    check_paths(settings)
+    return settings
+
+
+def check_paths(settings: Settings) -> None:
+    """What only the disk can tell: the app dir is a folder, the app's log (if it exists) a regular file
+    (a folder, a FIFO that would block the reader, or /dev/zero are refused)."""
     if not settings.app_dir.is_dir():
         raise ConfigError(f"HEYGEM_APP_DIR={str(settings.app_dir)!r}: not a directory")
-    return settings
+    try:
+        mode = os.stat(settings.app_log).st_mode
+    except FileNotFoundError:
+        return  # HeyGem creates it at start
+    except OSError as exc:
+        raise ConfigError(f"HEYGEM_APP_LOG={str(settings.app_log)!r}: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise ConfigError(f"HEYGEM_APP_LOG={str(settings.app_log)!r}: not a regular file")

@@ -86,6 +86,7 @@ class Watchdog:
         self.duplicates = Duplicates(max(1, (settings.line_max - 128) // 4))
         self.history: deque[Task] = deque(maxlen=history)
         self.open_tasks: dict[str, Task] = {}
+        self.finished: list[Task] = []  # ended since the reader last took them (metrics)
         self.new_instance(None)
 
     def new_instance(self, started_at: float | None) -> None:
@@ -97,6 +98,7 @@ class Watchdog:
         for task in self.open_tasks.values():
             task.hang()  # its process is gone
             self.history.append(task)
+            self.finished.append(task)
         self.fence = started_at
         self.open_tasks = {}
         self.markers: set[str] = set()
@@ -206,6 +208,7 @@ class Watchdog:
     def _close(self, task: Task) -> None:
         self.open_tasks.pop(task.code, None)
         self.history.append(task)
+        self.finished.append(task)
 
     def _open(self, task: Task | None, kind: str, line: str, now: float, action: str) -> list[Incident]:
         """One incident per task and kind; a task whose cure is a restart gets no time rule any more."""
@@ -243,6 +246,11 @@ class Watchdog:
         if code is None:
             return next(reversed(self.open_tasks.values()), None)
         return self.open_tasks.get(code) or next((t for t in reversed(self.history) if t.code == code), None)
+
+    def take_finished(self) -> list[Task]:
+        """The tasks that ended (or whose process went) since the last call."""
+        finished, self.finished = self.finished, []
+        return finished
 
     def finish(self) -> None:
         """The end of a recording: what is still open never ended."""

@@ -164,6 +164,11 @@ class AppWatch:
         self.saved_tasks = signature
         return True
 
+    def take_finished(self) -> list[Any]:
+        """Tasks that ended since the last call (for the metrics)."""
+        assert self.watchdog is not None
+        return self.watchdog.take_finished()
+
     def record(self, found: Incident, group: int | None) -> tuple[str, Path]:
         """Write the incident's snapshot; its one summary line for the log, and the file."""
         assert self.watchdog is not None

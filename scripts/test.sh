@@ -10,14 +10,16 @@ command -v shellcheck >/dev/null || need="$need shellcheck"
 command -v unshare >/dev/null || need="$need util-linux"
 # The container tests (tests/container): podman with runc (crun fails on these machines' cgroups), and
 # mmdebstrap for their Debian base image. They skip, saying why, where podman cannot run a container.
-containers=""
-command -v podman >/dev/null || containers="$containers podman"
-command -v runc >/dev/null || containers="$containers runc"
-command -v mmdebstrap >/dev/null || containers="$containers mmdebstrap"
+optional=""
+command -v podman >/dev/null || optional="$optional podman"
+command -v runc >/dev/null || optional="$optional runc"
+command -v mmdebstrap >/dev/null || optional="$optional mmdebstrap"
+# A real Prometheus server scrapes the metrics endpoint in tests/test_prometheus.py.
+command -v prometheus >/dev/null || optional="$optional prometheus"
 if [ "$(id -u)" = 0 ]; then
-    need="$need$containers"
-elif [ -n "$containers" ]; then
-    echo "scripts/test.sh: missing:$containers: the container tests will skip (install them, or run as root)" >&2
+    need="$need$optional"
+elif [ -n "$optional" ]; then
+    echo "scripts/test.sh: missing:$optional: the container and Prometheus tests will skip (install them, or run as root)" >&2
 fi
 if [ -n "$need" ]; then
     if [ "$(id -u)" != 0 ]; then

@@ -178,10 +178,12 @@ def start(
     namespace: str | None = None,
     env: dict[str, str | None] | None = None,
     args: tuple[str, ...] = (),
+    cwd: Path | None = None,
 ) -> Service:
     """heygem-launch with the HeyGem-like app; namespace None, "tini" (as in the image) or "pid1".
 
-    `env` overrides the environment; a None value removes a key, to leave it to the .env file."""
+    `env` overrides the environment; a None value removes a key, to leave it to the .env file. `cwd` (default
+    the app dir) is where heygem-launch itself starts."""
     app_dir = tmp_path / "app"
     app_dir.mkdir(exist_ok=True)
     run_dir = tmp_path / "run"
@@ -210,5 +212,7 @@ def start(
         cmd = [*LAUNCH]
     out, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
     with out.open("wb") as o, err.open("wb") as e:
-        proc = subprocess.Popen([*cmd, *args], cwd=app_dir, env=environ, stdout=o, stderr=e, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [*cmd, *args], cwd=cwd or app_dir, env=environ, stdout=o, stderr=e, stdin=subprocess.DEVNULL
+        )
     return Service(proc, port, app_dir, run_dir, out, err, namespace)

@@ -29,7 +29,8 @@ app=$!
 # supervisord signals the whole group on stop: the app gets the signal itself; this shell waits for it.
 trap ':' TERM INT HUP QUIT
 while :; do
-    wait "$app"
+    # Its stderr only: dash reports a job killed by a signal ("Terminated") there, which is no app output.
+    wait "$app" 2>/dev/null
     status=$?
     # wait returns early (>128) when a trapped signal arrives; the app may still be running then.
     kill -0 "$app" 2>/dev/null || break
