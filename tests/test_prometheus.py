@@ -71,9 +71,7 @@ def test_prometheus_sees_restarts_and_incidents(tmp_path: Path, ort_env: Path, p
         service.wait_app(timeout=20, not_pid=first["pid"])
         wait_for(lambda: list(query(web_port, "heygem_restarts_total").values()) == [1.0], 30, "the restart counted")
         service.get("/emit/queue-full")
-        wait_for(
-            lambda: query(web_port, 'heygem_incidents_total{kind="blocked"}'), 30, "the blocked incident counted"
-        )
+        wait_for(lambda: query(web_port, 'heygem_incidents_total{kind="blocked"}'), 30, "the blocked incident counted")
         (preflight,) = query(web_port, "heygem_preflight_ok").items()
         assert "cause" not in json.loads(preflight[0]) and preflight[1] == 1  # passed: no cause (an empty label)
         assert query(web_port, "heygem_app_uptime_seconds")
