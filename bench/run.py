@@ -4,6 +4,9 @@ preflight: `heygem-launch --check-only` against the naive check
            `python -c "import onnxruntime; print(onnxruntime.get_available_providers())"`, interleaved,
            medians; target ratio <= 2.0. Also the launcher's own peak RSS (VmHWM of its process, the probe
            child excluded): target <= 40 MB.
+preflight-1.16: the same, with HeyGem's build: onnxruntime-gpu 1.16.3 in a Python 3.8 env (the tests' cached
+           env, tests/envs.py; built on first use), checked with `--conda-env`; the naive check runs in
+           that env's python.
 respawn:   kill -9 of the running app -> a new app process, heygem-launch's stack against supervisord alone
            with the same app, interleaved; target median < 0.5 s.
 stop:      SIGTERM -> heygem-launch exits, with a well-behaved app; target < 1 s beyond the app's own stop.
@@ -30,26 +33,31 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 from service import bench_idle, bench_respawn, bench_stop
 from watch import bench_detect, bench_flood, bench_probes
 
 PY = sys.executable
-NAIVE = [PY, "-c", "import onnxruntime; print(onnxruntime.get_available_providers())"]
+NAIVE_CODE = "import onnxruntime; print(onnxruntime.get_available_providers())"
+NAIVE = [PY, "-c", NAIVE_CODE]
 LAUNCH = [PY, "-m", "launcher", "--check-only"]
-# Runs the launcher in this process and reports its own peak RSS; children have their own accounting.
-LAUNCH_RSS = [
-    PY,
-    "-c",
-    (
-        "import atexit, runpy, sys\n"
-        "def hwm():\n"
-        "    for line in open('/proc/self/status'):\n"
-        "        if line.startswith('VmHWM'): sys.stderr.write('HWM_KB ' + line.split()[1] + '\\n')\n"
-        "atexit.register(hwm)\n"
-        "sys.argv = ['heygem-launch', '--check-only']\n"
-        "runpy.run_module('launcher', run_name='__main__')\n"
-    ),
-]
+
+
+def launch_rss(args: list[str]) -> list[str]:
+    """Runs the launcher in this process and reports its own peak RSS; children have their own accounting."""
+    return [
+        PY,
+        "-c",
+        (
+            "import atexit, runpy, sys\n"
+            "def hwm():\n"
+            "    for line in open('/proc/self/status'):\n"
+            "        if line.startswith('VmHWM'): sys.stderr.write('HWM_KB ' + line.split()[1] + '\\n')\n"
+            "atexit.register(hwm)\n"
+            f"sys.argv = ['heygem-launch', '--check-only', *{args!r}]\n"
+            "runpy.run_module('launcher', run_name='__main__')\n"
+        ),
+    ]
 
 
 def timed(cmd: list[str], cwd: str, expect: tuple[int, ...] = (0,)) -> float:
@@ -61,17 +69,19 @@ def timed(cmd: list[str], cwd: str, expect: tuple[int, ...] = (0,)) -> float:
     return elapsed
 
 
-def bench_preflight(rounds: int) -> dict[str, object]:
+def bench_preflight(rounds: int, env_python: str = PY, args: tuple[str, ...] = ()) -> dict[str, object]:
+    naive_cmd, launch_cmd = [env_python, "-c", NAIVE_CODE], [*LAUNCH, *args]
     with tempfile.TemporaryDirectory() as app:
+        Path(app, "app.py").write_text("")  # the preflight checks that the app's script exists
         verdicts = (0, 69)  # passed or refused: both are answers; anything else is a failure
-        timed(NAIVE, app), timed(LAUNCH, app, verdicts)  # warm the page cache for both
+        timed(naive_cmd, app), timed(launch_cmd, app, verdicts)  # warm the page cache for both
         naive, launch = [], []
         for _ in range(rounds):  # interleaved, so drift hits both alike
-            naive.append(timed(NAIVE, app))
-            launch.append(timed(LAUNCH, app, verdicts))
+            naive.append(timed(naive_cmd, app))
+            launch.append(timed(launch_cmd, app, verdicts))
         hwm = []
         for _ in range(3):
-            err = subprocess.run(LAUNCH_RSS, cwd=app, capture_output=True, text=True, check=False).stderr
+            err = subprocess.run(launch_rss(list(args)), cwd=app, capture_output=True, text=True, check=False).stderr
             hwm += [int(line.split()[1]) for line in err.splitlines() if line.startswith("HWM_KB")]
     ratio = statistics.median(launch) / statistics.median(naive)
     rss_mb = max(hwm) / 1024
@@ -86,8 +96,18 @@ def bench_preflight(rounds: int) -> dict[str, object]:
     }
 
 
+def bench_preflight_116(rounds: int) -> dict[str, object]:
+    from tests import envs
+
+    build = envs.BUILDS[0]
+    prefix = envs.build_env(build, "gpu")
+    result = bench_preflight(rounds, str(prefix / "bin" / "python"), ("--conda-env", str(prefix)))
+    return {"build": f"onnxruntime-gpu {build.version}, Python 3.8", **result}
+
+
 BENCHES: dict[str, Callable[[argparse.Namespace], dict[str, object]]] = {
     "preflight": lambda a: bench_preflight(a.rounds),
+    "preflight-1.16": lambda a: bench_preflight_116(a.rounds),
     "respawn": lambda a: bench_respawn(min(a.rounds, 10)),
     "stop": lambda a: bench_stop(min(a.rounds, 7)),
     "idle": lambda a: bench_idle(a.idle_seconds),

@@ -49,7 +49,9 @@ def prepare_environment(settings: Settings, environ: Mapping[str, str]) -> AppEn
     env_info = conda.resolve_prefix(settings.conda_root, settings.conda_env)
     # Loader-safe before the activate.d shell runs in the app dir, and again after (a script may set more).
     base, warnings = safe_loader_env(base_environment(settings, environ), strict=True)
-    env, more = strip_loader_variables(conda.activate(base, env_info, settings.app_dir))
+    activated, activate_warnings = conda.activate(base, env_info, settings.app_dir)
+    warnings += activate_warnings
+    env, more = strip_loader_variables(activated)
     check_text(env, "set by an activate.d script")
     warnings += [f"removed {key}, set by an activate.d script, from the app's environment" for key in more]
     if ORT_KILL_SWITCH in env:

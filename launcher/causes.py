@@ -28,36 +28,37 @@ class Cause:
 
 
 # Templates are filled with str.format(**details); every key they use is always supplied by the verdict.
+# The builds' identity ("onnxruntime-gpu 1.16.3 (CUDA 11, cuDNN 8)") is `{build}`; `{packages}` is the pip and
+# conda command from launcher/cudapkgs.py; `{driver_step}` is "" or a sentence naming the missing driver too.
 _TEMPLATES: dict[str, tuple[str, str]] = {
     ONNXRUNTIME_MISSING: (
         "onnxruntime cannot be imported by the app's python ({python})",
         "install the build the app pins into that env, e.g. `{python} -m pip install onnxruntime-gpu==<pin>`",
     ),
     ONNXRUNTIME_CPU_ONLY: (
-        "the app's env has the CPU-only `onnxruntime` package ({detail}): it has no CUDA provider",
-        "`{python} -m pip uninstall -y onnxruntime onnxruntime-gpu && {python} -m pip install onnxruntime-gpu==<pin>`",
+        "the onnxruntime the app imports has no CUDA provider ({detail})",
+        "`{python} -m pip uninstall -y onnxruntime onnxruntime-gpu && {python} -m pip install onnxruntime-gpu=={pin}`",
     ),
     CUDA_LIBRARIES_MISSING: (
-        "CUDA libraries needed by onnxruntime-gpu {ort_version} (CUDA {cuda_version}) do not resolve: {missing}",
-        "install them in the env (NVIDIA's wheels, e.g. {wheels}, or conda's cuda-toolkit) or add their "
-        "folder to HEYGEM_EXTRA_LIBRARY_PATH",
+        "CUDA libraries needed by {build} do not resolve: {missing}{driver_step}",
+        "install them in the env: {packages}; or add their folder to HEYGEM_EXTRA_LIBRARY_PATH{driver_fix}",
     ),
     DRIVER_MISSING: (
-        "libcuda.so.1 is not present: the container runs without the NVIDIA driver",
+        "no NVIDIA driver: libcuda.so.1 does not resolve and NVML does not load, so {build} cannot reach a GPU"
+        "{ort_said}",
         "start the container with the NVIDIA runtime: `docker run --gpus all ...` or a compose GPU reservation",
     ),
     NO_GPU_VISIBLE: (
         "the NVIDIA driver is present but no GPU is visible to the app ({detail})",
-        "unset or correct CUDA_VISIBLE_DEVICES and give the container a GPU (`--gpus all`)",
+        "{visible_fix} and give the container a GPU (`--gpus all`)",
     ),
     DRIVER_TOO_OLD: (
-        "the driver supports CUDA {driver_cuda} but onnxruntime-gpu {ort_version} needs CUDA {cuda_version}",
-        "upgrade the host driver to >= {min_driver}, or install an onnxruntime-gpu build for CUDA {driver_cuda}",
+        "the driver {driver_version} supports CUDA {driver_cuda} but {build} needs CUDA {cuda_major}",
+        "upgrade the host driver to >= {min_driver}, or install an onnxruntime-gpu build for CUDA {driver_major}",
     ),
     CUDNN_MISSING: (
-        "cuDNN ({missing}) does not resolve; ONNX Runtime opens it only when a Conv runs",
-        "install cuDNN for CUDA {cuda_version} in the env (e.g. {wheels}) or add its folder to "
-        "HEYGEM_EXTRA_LIBRARY_PATH",
+        "cuDNN {cudnn_major} for {build} does not resolve: {missing}; {when}{driver_step}",
+        "install it in the env: {packages}; or add its folder to HEYGEM_EXTRA_LIBRARY_PATH{driver_fix}",
     ),
     WRONG_RESULT: (
         "the probe ran on {provider} but its output differs from numpy's (max error {max_error})",
@@ -78,6 +79,13 @@ _TEMPLATES: dict[str, tuple[str, str]] = {
 }
 
 ALL = tuple(_TEMPLATES)
+
+
+def keys(cause_id: str) -> set[str]:
+    """The details a cause's message and fix use."""
+    import string
+
+    return {name for text in _TEMPLATES[cause_id] for _, name, _, _ in string.Formatter().parse(text) if name}
 
 
 def describe(cause_id: str, **details: object) -> Cause:

@@ -126,14 +126,23 @@ def activation_env(base: Mapping[str, str], env: CondaEnv, state_vars: Mapping[s
     return out
 
 
-def run_activate_scripts(env: dict[str, str], scripts: list[Path], cwd: Path) -> dict[str, str]:
-    """Source the env's activate.d scripts in one shell and take the environment they leave."""
+_STATUS_MARK = b"heygem-activate.d-status:"
+
+
+def run_activate_scripts(env: dict[str, str], scripts: list[Path], cwd: Path) -> tuple[dict[str, str], list[str]]:
+    """Source the env's activate.d scripts in one shell, as `conda activate` does; take the environment left.
+
+    conda sources each script in turn and goes on whatever a script returns (its generated activate
+    script is a list of `. "script"` lines), so a non-zero status is a warning here, not a refusal. A script
+    that ends the shell (`exit`) leaves no environment: that is a ConfigError.
+    """
     if not scripts:
-        return env
+        return env, []
     shell = shutil.which("bash") or "/bin/sh"
     # Scripts' own output goes to stderr so that stdout carries only the NUL-separated environment.
-    body = "".join(f'. "{script}" 1>&2 || exit 97\n' for script in scripts)
-    body += "env -0\n"
+    body = "__heygem_status=''\n"
+    body += "".join(f'. "{script}" 1>&2; __heygem_status="$__heygem_status $?"\n' for script in scripts)
+    body += f"printf '\\n{_STATUS_MARK.decode()}%s\\n' \"$__heygem_status\" >&2\nenv -0\n"
     try:
         proc = subprocess.run(
             [shell, "-c", body],
@@ -147,9 +156,22 @@ def run_activate_scripts(env: dict[str, str], scripts: list[Path], cwd: Path) ->
         raise ConfigError(
             f"{scripts[0].parent}: activate.d scripts did not finish in {ACTIVATE_SCRIPT_TIMEOUT:.0f} s"
         ) from None
-    if proc.returncode != 0:
-        last = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
-        raise ConfigError(f"{scripts[0].parent}: an activate.d script failed (exit {proc.returncode}): {last[0]}")
+    stderr = proc.stderr.split(b"\n")
+    marks = [line for line in stderr if line.startswith(_STATUS_MARK)]
+    if proc.returncode != 0 or not marks:
+        last = [line.decode(errors="replace") for line in stderr if line.strip()][-1:] or ["no output"]
+        raise ConfigError(
+            f"{scripts[0].parent}: an activate.d script ended the shell (exit {proc.returncode}): {last[0]}"
+        )
+    warnings = []
+    statuses = marks[-1][len(_STATUS_MARK) :].split()
+    for script, status in zip(scripts, statuses, strict=False):
+        if status != b"0":
+            said = [line.decode(errors="replace") for line in stderr[: stderr.index(marks[-1])] if line.strip()][-1:]
+            warnings.append(
+                f"activate.d: {script} returned {status.decode()} (conda activate goes on, so does the launcher)"
+                + (f"; last output: {said[0]}" if said else "")
+            )
     result: dict[str, str] = {}
     for item in proc.stdout.split(b"\0"):
         key, sep, value = item.decode(errors="surrogateescape").partition("=")
@@ -161,10 +183,11 @@ def run_activate_scripts(env: dict[str, str], scripts: list[Path], cwd: Path) ->
             result[noise] = env[noise]
         else:
             result.pop(noise, None)
-    return result
+    return result, warnings
 
 
-def activate(base: Mapping[str, str], env: CondaEnv, cwd: Path) -> dict[str, str]:
+def activate(base: Mapping[str, str], env: CondaEnv, cwd: Path) -> tuple[dict[str, str], list[str]]:
+    """The env's environment as `conda activate` leaves it, and warnings about its activate.d scripts."""
     state = read_state_vars(env.prefix) if env.is_conda else {}
     out = activation_env(base, env, state)
     return run_activate_scripts(out, activate_scripts(env.prefix) if env.is_conda else [], cwd)

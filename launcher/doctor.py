@@ -21,7 +21,7 @@ from typing import Any
 
 from launcher import gpu, procs
 from launcher.commands import status
-from launcher.heygem_log import parse_record
+from launcher.heygem_log import ort_line_time, parse_record, split_code, strip_colour
 from launcher.masking import mask_env
 from launcher.preflight import CheckResult, run_preflight
 from launcher.rundir import RunDir
@@ -130,28 +130,36 @@ def _app_by_hand(settings: Settings) -> int | None:
     return None
 
 
-def scan_log(settings: Settings, since: float | None, output: Path | None) -> dict[str, Any]:
+def scan_log(settings: Settings, since: float | None, output: Path | None, tz: str | None = None) -> dict[str, Any]:
     """HeyGem's own WARNING/ERROR records since `since` (the app's start, epoch seconds; None: the whole
-    tail), counted by what they are, and ONNX Runtime's fallback lines from the app's output."""
+    tail), counted by what they are, and ONNX Runtime's fallback lines in the app's output since then.
+    `tz`: the app's TZ, in which it stamps its records."""
     path = settings.app_log
     found: dict[str, Any] = {"path": str(path), "exists": path.is_file(), "since": since, "counts": {}, "lines": []}
     counts: Counter[str] = Counter()
     lines: list[str] = []
     for line in _tail(path):
-        record = parse_record(line)
+        record = parse_record(line, tz)
         if record is None or (since is not None and record.at + (0 if record.precise else 1) < since):
             continue
-        if record.level == "ERROR" and settings.pattern_blocked.search(record.message):
+        if record.level == "ERROR" and settings.pattern_blocked.search(split_code(record.message)[1]):
             counts["blocked"] += 1
-        elif record.level == "ERROR" and settings.pattern_failure.search(record.message):
+        elif record.level == "ERROR" and settings.pattern_failure.search(split_code(record.message)[1]):
             counts["task_failed"] += 1
         elif record.level in ("WARNING", "ERROR", "CRITICAL"):
             counts[record.level.lower()] += 1
         else:
             continue
         lines.append(line)
+    # The output file outlives the app's restarts: a line without a time of its own (a print) takes the time
+    # of the record or ONNX Runtime line before it.
+    stamped: float | None = None
     for line in _tail(output) if output else []:
-        if settings.pattern_fallback.search(line):
+        record = parse_record(line, tz)
+        at = record.at + (0 if record.precise else 1) if record else ort_line_time(line, tz)
+        stamped = at if at is not None else stamped
+        recent = since is None or (stamped is not None and stamped >= since)
+        if record is None and recent and settings.pattern_fallback.search(strip_colour(line)):
             counts["onnxruntime_fallback"] += 1
             lines.append(line)
     found["counts"] = dict(counts)
@@ -225,7 +233,7 @@ def run_doctor(settings: Settings, environ: dict[str, str]) -> Doctor:
         app_env,
         uses,
         ort,
-        scan_log(settings, since, output),
+        scan_log(settings, since, output, app_env.get("TZ")),
     )
     d.problem, d.conclusion = conclude(d, settings)
     return d

@@ -80,3 +80,75 @@ def inventory() -> Inventory:
         return Inventory(False, f"NVML query failed: {exc}")
     finally:
         pynvml.nvmlShutdown()
+
+
+@dataclass(frozen=True)
+class Visibility:
+    """What CUDA_VISIBLE_DEVICES leaves visible: `None` devices when there is no inventory to match against."""
+
+    asked: str | None  # the variable's value; None when unset (every device visible)
+    entries: tuple[str, ...]  # the entries CUDA accepts, in order (it stops at the first invalid one)
+    devices: tuple[Gpu, ...] | None  # the devices those entries select; None without an NVML inventory
+    unmatched: str | None  # the first entry that selects nothing (it and those after it are ignored)
+    unverified: tuple[str, ...] = ()  # MIG instances by their own UUID: NVML's GPU list cannot confirm them
+
+    @property
+    def hides_all(self) -> bool:
+        if self.asked is None:
+            return False
+        if self.devices is not None:
+            return not self.devices and not self.unverified
+        return not self.entries
+
+
+_UUID_PREFIXES = ("GPU-", "MIG-")
+
+
+def _entry_ok(entry: str) -> bool:
+    return entry.isdigit() or entry.startswith(_UUID_PREFIXES)
+
+
+def _select(entry: str, gpus: tuple[Gpu, ...]) -> Gpu | None:
+    if entry.isdigit():
+        index = int(entry)
+        return gpus[index] if index < len(gpus) else None
+    # A UUID, whole or a unique prefix of one, as `nvidia-smi -L` prints it.
+    matches = [g for g in gpus if g.uuid == entry or g.uuid.startswith(entry)]
+    return matches[0] if len(matches) == 1 else None
+
+
+def visibility(value: str | None, inventory: Inventory) -> Visibility:
+    """Pure: CUDA_VISIBLE_DEVICES read as the CUDA runtime reads it.
+
+    A comma-separated list of device indices or `GPU-`/`MIG-` UUIDs; parsing stops at the first entry that
+    is invalid or matches no device, and the ones after it are ignored, so `""`, `-1` and `none` hide every
+    device; a UUID may be abbreviated to a unique prefix (source: CUDA C Programming Guide, "CUDA
+    Environment Variables"; `none` is only special to NVIDIA_VISIBLE_DEVICES of the container runtime, for
+    CUDA it is an invalid entry). A MIG instance's own UUID is taken as visible: NVML's GPU list cannot
+    confirm it.
+    """
+    if value is None:
+        return Visibility(None, (), inventory.gpus if inventory.available else None, None)
+    entries: list[str] = []
+    unmatched = None
+    for raw in value.split(","):
+        entry = raw.strip()
+        if not _entry_ok(entry):
+            unmatched = entry
+            break
+        entries.append(entry)
+    if not inventory.available:
+        return Visibility(value, tuple(entries), None, unmatched)
+    devices: list[Gpu] = []
+    unverified: list[str] = []
+    for entry in entries:
+        if entry.startswith("MIG-") and not entry.startswith("MIG-GPU-"):
+            unverified.append(entry)  # a MIG instance's own UUID: only the driver knows it
+            continue
+        # The older MIG form names its parent GPU: MIG-GPU-<uuid>/<instance>/<compute instance>.
+        gpu = _select(entry.removeprefix("MIG-").split("/")[0], inventory.gpus)
+        if gpu is None or gpu in devices:
+            unmatched = entry
+            break
+        devices.append(gpu)
+    return Visibility(value, tuple(entries), tuple(devices), unmatched, tuple(unverified))

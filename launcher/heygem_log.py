@@ -10,9 +10,12 @@ a plain line that arrives once, on one stream.
 
 from __future__ import annotations
 
+import datetime
 import functools
 import re
 import time
+import zoneinfo
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 _RECORD = re.compile(
@@ -21,8 +24,13 @@ _RECORD = re.compile(
 )
 # ONNX Runtime's default logger: `2025-11-09 17:20:00.000000123 [E:onnxruntime:Default, file.cc:1193 Func] text`.
 _ORT = re.compile(r"^(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\.(?P<frac>\d+) \[(?P<severity>[VIWEF]):onnxruntime:")
-# Who a record is about: `[code]…` and `Custom VideoWriter [code]…` (HeyGem's task lines), `任务:code …`.
-_CODE = re.compile(r"^(?:Custom VideoWriter )?\[(?P<bracket>[^\]]+)\]|^(?:>>> )?任务:(?P<plain>\S+)")
+# Who a record is about: `[code]…` and `Custom VideoWriter [code]…` (HeyGem's task lines), `任务:code -> …`
+# and `>>> 任务:code 耗时:…`. The code is the caller's: it may hold spaces and brackets.
+_BRACKET = re.compile(r"^(?:Custom VideoWriter )?\[")
+_PLAIN = re.compile(r"^(?:>>> )?任务:(?P<code>.+?)(?: -> audio_url:| 耗时:)")
+# ONNX Runtime 1.20 and later colour their log lines even into a pipe; 1.16 does not.
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+CODE = "<c>"  # what a task code is replaced with before the rules see a message
 
 
 @dataclass(frozen=True)
@@ -38,31 +46,55 @@ class Record:
     level: str
     message: str
 
-    @property
-    def key(self) -> tuple[str, str, int, str, str]:
-        """The same for both copies of one record, whichever stream carried it."""
-        return (self.second, self.file, self.lineno, self.level, self.message)
+    def key(self, length: int) -> tuple[str, str, int, str, str]:
+        """The same for both copies of one record, whichever stream carried it. Only the message's first
+        `length` characters count: a copy cut at a byte limit loses more of it on the stream whose prefix is
+        longer (the log file's milliseconds)."""
+        return (self.second, self.file, self.lineno, self.level, self.message[:length])
 
-    @property
-    def code(self) -> str | None:
-        """The task code the message names, if it names one."""
-        match = _CODE.search(self.message)
-        return (match.group("bracket") or match.group("plain")) if match else None
+
+def split_code(message: str, known: Iterable[str] = ()) -> tuple[str | None, str]:
+    """The task code a message names, and the message with that code replaced by CODE, for the rules.
+    A bracketed code is the longest `known` one that fits (a caller's code may hold `]`), else up to `]`."""
+    match = _PLAIN.match(message)
+    if match:
+        return match["code"], message[: match.start("code")] + CODE + message[match.end("code") :]
+    match = _BRACKET.match(message)
+    if match is None:
+        return None, message
+    rest = message[match.end() :]
+    code = next((c for c in sorted(known, key=len, reverse=True) if rest.startswith(c + "]")), None)
+    if code is None:
+        code = rest.split("]", 1)[0] if "]" in rest else None
+    if not code:
+        return None, message
+    return code, message[: match.end()] + CODE + rest[len(code) :]
+
+
+def strip_colour(line: str) -> str:
+    return _ANSI.sub("", line) if "\x1b" in line else line
 
 
 @functools.lru_cache(maxsize=256)
-def _epoch(second: str) -> float:
-    return time.mktime(time.strptime(second, "%Y-%m-%d %H:%M:%S"))
+def _epoch(second: str, tz: str | None) -> float:
+    parsed = time.strptime(second, "%Y-%m-%d %H:%M:%S")
+    if tz:
+        try:
+            return datetime.datetime(*parsed[:6], tzinfo=zoneinfo.ZoneInfo(tz)).timestamp()
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            pass  # a POSIX TZ string or an unknown zone: the launcher's own local time
+    return time.mktime(parsed)
 
 
-def parse_record(line: str) -> Record | None:
-    """A HeyGem record, or None for any other line. A message that goes on over several lines (a logged
-    traceback) is cut at the first: the rest arrive as plain lines."""
+def parse_record(line: str, tz: str | None = None) -> Record | None:
+    """A HeyGem record, or None for any other line. `tz`: the app's TZ (asctime is the app's local time);
+    None for the launcher's own. A message that goes on over several lines (a logged traceback) is cut at
+    the first: the rest arrive as plain lines."""
     match = _RECORD.match(line.rstrip("\r\n"))
     if match is None:
         return None
     try:
-        at = _epoch(match["ts"])
+        at = _epoch(match["ts"], tz)
     except (ValueError, OverflowError):
         return None
     message = match["message"]
@@ -80,12 +112,12 @@ def parse_record(line: str) -> Record | None:
     )
 
 
-def ort_line_time(line: str) -> float | None:
-    """The time of an ONNX Runtime log line, None for any other line."""
-    match = _ORT.match(line)
+def ort_line_time(line: str, tz: str | None = None) -> float | None:
+    """The time of an ONNX Runtime log line (colours stripped), None for any other line."""
+    match = _ORT.match(strip_colour(line))
     if match is None:
         return None
     try:
-        return _epoch(match["ts"]) + float("0." + match["frac"])
+        return _epoch(match["ts"], tz) + float("0." + match["frac"])
     except (ValueError, OverflowError):
         return None

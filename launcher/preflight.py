@@ -11,10 +11,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from launcher import gpu
+from launcher.appcommand import check_app_command
 from launcher.appenv import AppEnvironment, prepare_environment
 from launcher.libresolve import resolve
 from launcher.masking import mask_env
-from launcher.ortbuild import OrtBuild, elf_needed, find_build, required_libraries
+from launcher.ortbuild import OrtBuild, find_build, required_libraries
 from launcher.probe import ProbeResult, ProbeRun
 from launcher.settings import Settings
 from launcher.verdict import LibraryRow, Verdict, decide
@@ -37,7 +38,7 @@ class CheckResult:
 
     @property
     def warnings(self) -> tuple[str, ...]:
-        return self.settings.warnings + self.app.warnings
+        return self.settings.warnings + self.app.warnings + self.verdict.notes
 
     def as_dict(self) -> dict[str, Any]:
         """The `--json` document; secrets masked, like every other output."""
@@ -62,6 +63,9 @@ class CheckResult:
                 "version": build.version,
                 "package": build.package_name,
                 "cuda_version": build.cuda_version,
+                "cuda_major": build.cuda_major,
+                "cudnn_major": build.cudnn_major,
+                "identity": build.identity,
                 "path": str(build.package_dir),
                 "distributions": list(build.distributions),
             },
@@ -87,9 +91,8 @@ def _without_traceback(report: Mapping[str, Any]) -> dict[str, Any]:
 def library_table(build: OrtBuild | None, entries: tuple[str, ...]) -> tuple[LibraryRow, ...]:
     if build is None or build.provider_lib is None:
         return ()
-    _needed, machine = elf_needed(build.provider_lib)
     return tuple(
-        LibraryRow(lib.name, lib.kind, lib.how, lib.optional, path=resolve(lib.name, entries, machine))
+        LibraryRow(lib.name, lib.kind, lib.how, lib.optional, path=resolve(lib.name, entries, build.machine))
         for lib in required_libraries(build)
     )
 
@@ -111,6 +114,7 @@ def preflight(settings: Settings, environ: Mapping[str, str]) -> CheckResult:
 
 def run_preflight(settings: Settings, environ: Mapping[str, str]) -> CheckResult:
     app = prepare_environment(settings, environ)
+    check_app_command(settings.app_command, settings.app_dir, app.env, app.conda.prefix)
     # The probe first: the library table and NVML run while its python starts.
     probe_run = ProbeRun(
         app.conda.python, app.env, settings.app_dir, settings.require_provider, settings.preflight_timeout

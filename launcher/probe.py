@@ -22,6 +22,25 @@ _ORT_LINE = re.compile(r"\[[EWF]:onnxruntime|EP Error|Falling back to|Failed to 
 _ORT_PREFIX = re.compile(r"^.*?\[([EWF]):onnxruntime:[^\]]*\]\s*(?:.*?\[ONNXRuntimeError\] : \d+ : \w+ : )?")
 
 
+# Where the cause sits in ORT's long loader and CUDA errors (ORT 1.16's cause starts ~680 characters in).
+_CAUSE = re.compile(
+    r"CUDA failure \d+|CUDNN failure|CUBLAS failure|cudaError\w+|[\w.+-]+\.so[\w.]*: cannot open|"
+    r"Could not load library|Unable to load|with error: |undefined symbol"
+)
+EXCERPT_CHARS = 400
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """`text` whole when short; else cut around its cause, never before it ('...' marks each cut)."""
+    text = text.strip()
+    if len(text) <= limit:
+        return text
+    match = _CAUSE.search(text)
+    start = 0 if match is None else match.start()
+    cut = text[start : start + limit]
+    return ("..." if start else "") + cut + ("..." if start + limit < len(text) else "")
+
+
 def tidy(line: str) -> str:
     """One of ORT's log lines without its timestamp and source location."""
     return _ORT_PREFIX.sub(lambda m: f"{m.group(1)}: ", line.strip(), count=1)

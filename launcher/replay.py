@@ -74,16 +74,30 @@ def read_lines(path: Path, source: str, line_max: int, timed: bool = True) -> li
 
 
 def merge(log: list[Line], stderr: list[Line], stdout: list[Line]) -> list[Line]:
-    """The order the running service would see them in: by second, the log file's lines of a second first."""
-    ranked = [(line, 0, i) for i, line in enumerate(log)] + [(line, 1, i) for i, line in enumerate(stderr)]
-    ranked.sort(key=lambda item: (math.floor(item[0].at) if item[0].at is not None else -math.inf, item[1], item[2]))
-    return [line for line, _rank, _i in ranked] + stdout
+    """The order the running service would see them in: each stream in its own order (a wall clock that
+    goes back, as at a DST change, reorders nothing), the two merged by second, the log file's line of a
+    second first; the prints last."""
+    merged: list[Line] = []
+    i = j = 0
+    while i < len(log) or j < len(stderr):
+        take_log = j >= len(stderr) or (i < len(log) and _second(log[i]) <= _second(stderr[j]))
+        if take_log:
+            merged.append(log[i])
+            i += 1
+        else:
+            merged.append(stderr[j])
+            j += 1
+    return merged + stdout
+
+
+def _second(line: Line) -> float:
+    return math.floor(line.at) if line.at is not None else -math.inf
 
 
 def replay(settings: Settings, dh_log: Path, stderr: Path | None = None, stdout: Path | None = None) -> ReplayResult:
     """Run the rules over the recorded streams. Raises OSError when a file cannot be read."""
     guard = settings.require_provider != "CPUExecutionProvider"
-    watchdog = Watchdog(settings, fallback_guard=guard)
+    watchdog = Watchdog(settings, fallback_guard=guard, history=None)
     streams = [read_lines(dh_log, LOG, settings.line_max)]
     streams.append(read_lines(stderr, OUTPUT, settings.line_max) if stderr else [])
     streams.append(read_lines(stdout, OUTPUT, settings.line_max, timed=False) if stdout else [])

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from launcher.preflight import CheckResult
+from launcher.probe import excerpt
 
 # Settings that decide the check; the others are shown when they are not at their default (all in --json).
 _CHECK_SETTINGS = (
@@ -29,6 +30,12 @@ _SHOWN_ENV = (
     "CUDA_VISIBLE_DEVICES",
     "NVIDIA_VISIBLE_DEVICES",
 )
+
+
+def _missing(row: dict[str, Any]) -> str:
+    if not row["optional"]:
+        return "MISSING"
+    return "MISSING (libcudnn opens it when a Conv runs)" if row["kind"] == "cudnn" else "MISSING (FFT ops only)"
 
 
 def to_json(data: dict[str, Any]) -> str:
@@ -63,12 +70,11 @@ def render_check(result: CheckResult) -> str:
     if ort is None:
         add(f"ONNX Runtime: not found in {conda['prefix']}")
     else:
-        cuda = f"CUDA {ort['cuda_version']}" if ort["cuda_version"] else "no CUDA"
-        add(f"ONNX Runtime: {ort['package']} {ort['version']} ({cuda}) at {ort['path']}")
+        add(f"ONNX Runtime: {ort['identity']} at {ort['path']}")
     if data["libraries"]:
         add("  library                    needed    resolves to")
         for row in data["libraries"]:
-            path = row["path"] or ("MISSING (optional: FFT ops only)" if row["optional"] else "MISSING")
+            path = row["path"] or _missing(row)
             add(f"  {row['name']:<26} {row['how']:<9} {path}")
 
     gpus = data["gpus"]
@@ -104,7 +110,7 @@ def render_check(result: CheckResult) -> str:
     if report.get("node_providers"):
         add("  nodes ran on: " + ", ".join(f"{k}={v}" for k, v in report["node_providers"].items()))
     for message in probe["ort_messages"][:6]:
-        add(f"  | {message[:240]}")
+        add(f"  | {excerpt(message)}")
 
     if data["warnings"]:
         add("")

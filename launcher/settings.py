@@ -264,6 +264,13 @@ SPECS: tuple[Spec, ...] = (
         "the app's HTTP port, handed to it as GRADIO_SERVER_PORT (default: GRADIO_SERVER_PORT, else 7860)",
     ),
     Spec(
+        "HEYGEM_METRICS_PORT",
+        "metrics_port",
+        _port,
+        lambda: "",
+        "TCP port for Prometheus metrics from the launcher's process (read-only; off when empty)",
+    ),
+    Spec(
         "HEYGEM_PREFLIGHT",
         "preflight",
         _choice("run", "skip"),
@@ -396,7 +403,7 @@ SPECS: tuple[Spec, ...] = (
             r"^\d{4}-\S+ \S+ \[[EW]:onnxruntime:[^\]]*\] .*(?:Failed to load library \S*libonnxruntime_providers_cuda"
             r"|Failed to create CUDAExecutionProvider)"
             r"|^EP Error |^Falling back to \['CPUExecutionProvider'\]"
-            r"|UserWarning: Specified provider 'CUDAExecutionProvider' is not in available provider names"
+            r"|^\S+:\d+: UserWarning: Specified provider 'CUDAExecutionProvider' is not in available provider names"
         ),
         "regex on the app's other lines (ONNX Runtime's log, print output): ONNX Runtime fell back to the CPU",
     ),
@@ -426,6 +433,7 @@ class Settings:
     log_backups: int
     app_log: Path  # resolved against app_dir by build_settings
     app_port: int | None
+    metrics_port: int | None
     preflight: str
     stall_seconds: float
     encode_seconds: float

@@ -20,11 +20,10 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from typing import overload
 
-from launcher.heygem_log import Record, ort_line_time, parse_record
+from launcher.heygem_log import Record, ort_line_time, parse_record, split_code, strip_colour
 from launcher.settings import Settings
-from launcher.tasks import Limits, Task
+from launcher.tasks import ENCODE, FRAMES, PREPARE, Limits, Task
 
 BLOCKED = "blocked"
 STALL = "stall"
@@ -54,14 +53,15 @@ class Incident:
 class Duplicates:
     """Counts each record's copies per stream; a copy beyond what the other stream delivered is new."""
 
-    def __init__(self, capacity: int = REMEMBERED_RECORDS) -> None:
-        self.capacity = capacity
+    def __init__(self, key_length: int, capacity: int = REMEMBERED_RECORDS) -> None:
+        self.key_length, self.capacity = key_length, capacity
         self.seen: OrderedDict[tuple[str, str, int, str, str], dict[str, int]] = OrderedDict()
 
     def is_copy(self, record: Record, source: str) -> bool:
-        counts = self.seen.get(record.key)
+        key = record.key(self.key_length)
+        counts = self.seen.get(key)
         if counts is None:
-            counts = self.seen[record.key] = {}
+            counts = self.seen[key] = {}
             if len(self.seen) > self.capacity:
                 self.seen.popitem(last=False)
         mine = counts.get(source, 0)
@@ -71,13 +71,20 @@ class Duplicates:
 
 
 class Watchdog:
-    def __init__(self, settings: Settings, *, fallback_guard: bool) -> None:
+    def __init__(
+        self, settings: Settings, *, fallback_guard: bool, tz: str | None = None, history: int | None = TASK_HISTORY
+    ) -> None:
+        """`tz`: the app's TZ, in which its records are stamped (None: the launcher's own); `history`: how
+        many finished tasks are kept (None: all, for a replay)."""
         self.s = settings
+        self.tz = tz
         self.guard = fallback_guard
         self.limits = Limits(settings.stall_seconds, settings.encode_seconds, settings.encode_seconds_per_frame)
         self.lines: deque[str] = deque(maxlen=LAST_LINES)
-        self.duplicates = Duplicates()  # kept across instances: a late copy of the record that caused a restart
-        self.history: deque[Task] = deque(maxlen=TASK_HISTORY)
+        # Kept across instances: a late copy of the record that caused a restart. A copy cut at HEYGEM_LINE_MAX
+        # (bytes, after a prefix of up to ~100) keeps at least this many characters of its message.
+        self.duplicates = Duplicates(max(1, (settings.line_max - 128) // 4))
+        self.history: deque[Task] = deque(maxlen=history)
         self.open_tasks: dict[str, Task] = {}
         self.new_instance(None)
 
@@ -92,7 +99,6 @@ class Watchdog:
             self.history.append(task)
         self.fence = started_at
         self.open_tasks = {}
-        self.current: Task | None = None
         self.markers: set[str] = set()
         self.ready_at: float | None = None
         self.fallback_guard = self.guard
@@ -112,12 +118,12 @@ class Watchdog:
         """One line of the app's output ("output") or its log file ("log"), arriving at `now`."""
         if not line.strip():
             return []
-        record = parse_record(line)
+        record = parse_record(line, self.tz)
         if record is not None and self.duplicates.is_copy(record, source):
             return []
         self.lines.append(line[:SNAPSHOT_LINE])
         if record is None:
-            return self._plain(line, now)
+            return self._plain(strip_colour(line), now)
         if self._before_fence(record.at + (0.0 if record.precise else 1.0), now):
             return []
         return self._record(record, line, now)
@@ -128,7 +134,7 @@ class Watchdog:
         )
 
     def _plain(self, line: str, now: float) -> list[Incident]:
-        if not self.s.pattern_fallback.search(line) or self._before_fence(ort_line_time(line), now):
+        if not self.s.pattern_fallback.search(line) or self._before_fence(ort_line_time(line, self.tz), now):
             return []
         return self.cpu_fallback(line.strip()[:SNAPSHOT_LINE], now)
 
@@ -143,66 +149,63 @@ class Watchdog:
         return [Incident(CPU_FALLBACK, evidence, now, action)]
 
     def _record(self, record: Record, line: str, now: float) -> list[Incident]:
-        s, message = self.s, record.message
+        s = self.s
         for marker in s.ready_markers:
-            if message.startswith(marker):
+            if record.message.startswith(marker):
                 self.markers.add(marker)
         if self.ready_at is None and not self.missing_markers:
             self.ready_at = now
+        # The caller's task code (spaces, brackets, failure words) is taken out before any rule sees the text.
+        code, message = split_code(record.message, [*self.open_tasks, *self.previous_codes])
         text = line.strip()[:SNAPSHOT_LINE]
-        if record.level == "ERROR" and record.code in self.previous_codes and record.code not in self.open_tasks:
+        if record.level == "ERROR" and code in self.previous_codes and code not in self.open_tasks:
             return []  # about a task of the process that was replaced
         if record.level == "ERROR":
             if s.pattern_blocked.search(message):
-                return self._open(self._task(record, now, create=False), BLOCKED, text, now, RESTART)
+                return self._open(self._task(code, now), BLOCKED, text, now, RESTART)
             if s.pattern_failure.search(message):
-                task = self._task(record, now, create=False)
+                task = self._task(code, now)
                 if task is not None:
                     task.failed(text, now)
                 return self._open(task, TASK_FAILED, text, now, RECORD)
         if s.pattern_task_start.search(message):
-            code = record.code or f"#{len(self.history) + len(self.open_tasks) + 1}"
-            task = Task(code, now)
-            self.open_tasks[code] = self.current = task
+            code = code or f"#{len(self.history) + len(self.open_tasks) + 1}"
+            self.open_tasks.pop(code, None)  # a code used again is a new task
+            self.open_tasks[code] = Task(code, now)
         elif s.pattern_frames_start.search(message):
-            self._task(record, now).frames_start(now)
+            if task := self._task(code, now):
+                task.frames_start(now)
         elif match := s.pattern_frames.search(message):
             digits = next((g for g in match.groups() if g and g.isdigit()), None)
-            self._task(record, now).frames_done_by_consumer(int(digits) if digits else 1, now)
+            if task := self._task(code, now, running=(FRAMES,)):
+                task.frames_done_by_consumer(int(digits) if digits else 1, now)
         elif s.pattern_progress.search(message):
-            self._task(record, now).produced(now)
+            if task := self._task(code, now, running=(FRAMES, PREPARE)):
+                task.produced(now)
         elif s.pattern_frames_done.search(message):
-            self._task(record, now).frames_finished(now)
-        elif s.pattern_task_end.search(message):
-            task = self._task(record, now)
+            if task := self._task(code, now, running=(FRAMES, ENCODE)):
+                task.frames_finished(now)
+        elif s.pattern_task_end.search(message) and (task := self._task(code, now)):
             task.end(now)
             self._close(task)
         return []
 
-    @overload
-    def _task(self, record: Record, now: float) -> Task: ...
-    @overload
-    def _task(self, record: Record, now: float, create: bool) -> Task | None: ...
-
-    def _task(self, record: Record, now: float, create: bool = True) -> Task | None:
-        """The task a record is about: the one its code names, else the running one (Gradio runs one at a
-        time), else a task whose start was not seen (the watch began mid-task), if it names one or `create`."""
-        code = record.code
-        if code is not None and code in self.open_tasks:
+    def _task(self, code: str | None, now: float, running: tuple[str, ...] = ()) -> Task | None:
+        """The task a record is about: the open one its code names, or a task whose start was not seen (the
+        watch began mid-task). A record without a code (HeyGem's frame lines have none) belongs to the newest
+        open task in the first of the `running` phases that has one (frames belong to the task whose frames
+        run, not to one that has just started), else to the newest open task; to none when none is open."""
+        if code is not None:
+            if code not in self.open_tasks:
+                self.open_tasks[code] = Task(code, now)
             return self.open_tasks[code]
-        if code is None and self.current is not None:
-            return self.current
-        if code is None and not create:
-            return None
-        task = Task(code or f"#{len(self.history) + len(self.open_tasks) + 1}", now)
-        self.open_tasks[task.code] = self.current = task
-        return task
+        tasks = list(reversed(self.open_tasks.values()))
+        by_phase = (t for phase in running for t in tasks if t.phase == phase)
+        return next(by_phase, tasks[0] if tasks else None)
 
     def _close(self, task: Task) -> None:
         self.open_tasks.pop(task.code, None)
         self.history.append(task)
-        if self.current is task:
-            self.current = None
 
     def _open(self, task: Task | None, kind: str, line: str, now: float, action: str) -> list[Incident]:
         """One incident per task and kind; a task whose cure is a restart gets no time rule any more."""
@@ -238,7 +241,7 @@ class Watchdog:
 
     def task(self, code: str | None) -> Task | None:
         if code is None:
-            return self.current
+            return next(reversed(self.open_tasks.values()), None)
         return self.open_tasks.get(code) or next((t for t in reversed(self.history) if t.code == code), None)
 
     def finish(self) -> None:

@@ -8,6 +8,17 @@ need=""
 command -v tini >/dev/null || need="$need tini"
 command -v shellcheck >/dev/null || need="$need shellcheck"
 command -v unshare >/dev/null || need="$need util-linux"
+# The container tests (tests/container): podman with runc (crun fails on these machines' cgroups), and
+# mmdebstrap for their Debian base image. They skip, saying why, where podman cannot run a container.
+containers=""
+command -v podman >/dev/null || containers="$containers podman"
+command -v runc >/dev/null || containers="$containers runc"
+command -v mmdebstrap >/dev/null || containers="$containers mmdebstrap"
+if [ "$(id -u)" = 0 ]; then
+    need="$need$containers"
+elif [ -n "$containers" ]; then
+    echo "scripts/test.sh: missing:$containers: the container tests will skip (install them, or run as root)" >&2
+fi
 if [ -n "$need" ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "scripts/test.sh: missing:$need (install them with apt-get, or run as root)" >&2
@@ -24,4 +35,5 @@ fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 shellcheck entrypoint.sh scripts/*.sh
+.venv/bin/hadolint docker/Dockerfile tests/container/Containerfile.testbase
 exec .venv/bin/python -m pytest "$@"

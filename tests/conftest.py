@@ -44,6 +44,8 @@ def clean_environ(**extra: str) -> dict[str, str]:
 def app_dir(tmp_path: Path) -> Path:
     path = tmp_path / "app"
     path.mkdir()
+    # The default HEYGEM_APP_COMMAND is `python app.py`, and the preflight checks that app.py exists.
+    (path / "app.py").write_text("print('app')\n")
     return path
 
 

@@ -72,7 +72,7 @@ def test_cpu_onnxruntime_shadowing_the_gpu_build(launch, shadowed_env: Path) -> 
     run = launch("--check-only", "--json", "--conda-env", str(shadowed_env))
     assert run.returncode == 69
     assert run.json["cause"] == causes.ONNXRUNTIME_CPU_ONLY
-    assert "installed over onnxruntime-gpu" in run.json["message"]
+    assert "installed over `onnxruntime-gpu`" in run.json["message"]
 
 
 def test_ort_cuda_unavailable_is_removed_with_a_warning(launch, ort_env: Path) -> None:

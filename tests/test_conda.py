@@ -35,9 +35,8 @@ def conda_root(tmp_path: Path) -> Path:
     return root
 
 
-def test_probe_runs_with_the_env_python_and_sees_activation(launch, conda_root: Path, app_dir: Path) -> None:
-    import json
-
+def check_human_on_cpu(launch, conda_root: Path) -> dict:  # type: ignore[no-untyped-def, type-arg]
+    """`--check-only --json` of the `human` env with the CPU provider, which must pass."""
     run = launch(
         "--check-only",
         "--json",
@@ -46,6 +45,13 @@ def test_probe_runs_with_the_env_python_and_sees_activation(launch, conda_root: 
         env={"HEYGEM_CONDA_ROOT": str(conda_root), "HEYGEM_CONDA_ENV": "human"},
     )
     assert run.returncode == 0, run.stdout + run.stderr
+    return run.json
+
+
+def test_probe_runs_with_the_env_python_and_sees_activation(launch, conda_root: Path, app_dir: Path) -> None:
+    import json
+
+    doc = check_human_on_cpu(launch, conda_root)
     prefix = conda_root / "envs" / "human"
     child = json.loads((conda_root.parent / "child.json").read_text())
     assert child["exe"] == str(prefix / "bin" / "python")
@@ -61,7 +67,7 @@ def test_probe_runs_with_the_env_python_and_sees_activation(launch, conda_root: 
     # The script's LD_LIBRARY_PATH is kept, behind the env's own lib folder.
     assert env["LD_LIBRARY_PATH"].split(":")[:2] == [str(prefix / "lib"), str(prefix / "lib" / "extra")]
     # What the report says is what the child got.
-    assert run.json["environment"]["LD_LIBRARY_PATH"] == env["LD_LIBRARY_PATH"]
+    assert doc["environment"]["LD_LIBRARY_PATH"] == env["LD_LIBRARY_PATH"]
 
 
 def test_missing_env_lists_the_envs_found(launch, conda_root: Path) -> None:
@@ -72,12 +78,23 @@ def test_missing_env_lists_the_envs_found(launch, conda_root: Path) -> None:
     assert len(run.stderr.strip().splitlines()) == 1
 
 
-def test_failing_activate_script_is_a_config_error(launch, conda_root: Path) -> None:
-    script = conda_root / "envs" / "human" / "etc" / "conda" / "activate.d" / "20-broken.sh"
-    script.write_text("echo broken >&2\nfalse\n")
+def test_activate_script_returning_non_zero_is_a_warning_as_with_conda(launch, conda_root: Path) -> None:
+    """`conda activate` sources each activate.d script and goes on whatever it returns."""
+    folder = conda_root / "envs" / "human" / "etc" / "conda" / "activate.d"
+    (folder / "20-broken.sh").write_text("echo broken >&2\nexport AFTER_BROKEN=yes\nfalse\n")
+    (folder / "30-later.sh").write_text("export LATER_RAN=yes\n")
+    doc = check_human_on_cpu(launch, conda_root)
+    assert doc["environment"]["AFTER_BROKEN"] == "yes" and doc["environment"]["LATER_RAN"] == "yes"
+    warning = next(w for w in doc["warnings"] if "20-broken.sh" in w)
+    assert "returned 1" in warning and "broken" in warning
+
+
+def test_activate_script_that_ends_the_shell_is_a_config_error(launch, conda_root: Path) -> None:
+    script = conda_root / "envs" / "human" / "etc" / "conda" / "activate.d" / "20-exits.sh"
+    script.write_text("echo leaving >&2\nexit 3\n")
     run = launch("--check-only", env={"HEYGEM_CONDA_ROOT": str(conda_root), "HEYGEM_CONDA_ENV": "human"})
     assert run.returncode == 78
-    assert "activate.d" in run.stderr and "Traceback" not in run.stderr
+    assert "activate.d" in run.stderr and "leaving" in run.stderr and "Traceback" not in run.stderr
 
 
 def test_named_env_and_base_resolve(conda_root: Path) -> None:

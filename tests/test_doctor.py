@@ -72,7 +72,13 @@ def test_with_a_service_reads_the_running_apps_real_environment(tmp_path: Path, 
         info = service.wait_app()
         wait_for(lambda: Path(f"/proc/{info['pid']}/maps").read_text().count("onnxruntime") > 0, 20, "ORT loaded")
         service.get("/emit/failure")
-        result = doctor(service.app_dir, "--json", HEYGEM_CONDA_ENV=str(ort_env), HEYGEM_RUN_DIR=str(service.run_dir))
+        result = doctor(
+            service.app_dir,
+            "--json",
+            HEYGEM_CONDA_ENV=str(ort_env),
+            HEYGEM_APP_COMMAND=f"python {APP}",  # the preflight checks the app command
+            HEYGEM_RUN_DIR=str(service.run_dir),
+        )
         doc = json.loads(result.stdout)
         assert doc["service"]["running"] is True and doc["app"]["pid"] == info["pid"]
         real = Path(f"/proc/{info['pid']}/environ").read_bytes().decode()

@@ -20,8 +20,8 @@ from launcher import ports, procs
 from launcher.heygem_log import parse_record
 from tests import harness
 from tests.conftest import LAUNCH, clean_environ
-from tests.cudastubs import make_stand_ins
 from tests.harness import gone, wait_for
+from tests.stubelf import make_loadable
 
 SKIP_ON_CUDA = {"HEYGEM_PREFLIGHT": "skip", "HEYGEM_REQUIRE_PROVIDER": "CUDAExecutionProvider"}
 STALL = 3.0
@@ -243,9 +243,9 @@ def test_the_real_cuda_provider_mapped_passes_the_guard(launch_service, tmp_path
     import onnxruntime
 
     provider = Path(onnxruntime.__file__).parent / "capi" / "libonnxruntime_providers_cuda.so"
-    stubs = make_stand_ins(provider, tmp_path / "stand-in-cuda")
-    if stubs is None:
-        pytest.skip("no C compiler / readelf to make stand-in CUDA libraries")
+    stubs = tmp_path / "stand-in-cuda"
+    if make_loadable(provider, stubs) is None:
+        pytest.skip("no C compiler to make stand-in CUDA libraries")
     env = {**SKIP_ON_CUDA, "HEYGEM_GPU_GRACE": "1", "TEST_APP_ORT": "cuda", "HEYGEM_EXTRA_LIBRARY_PATH": str(stubs)}
     service = launch_service(env=env)
     info = ready(service)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.heygem_log import parse_record
+from launcher.heygem_log import parse_record, split_code
 from launcher.settings import build_settings
 from launcher.watchdog import BLOCKED, CPU_FALLBACK, RECORD, RESTART, STALL, STOP, TASK_FAILED, WARN, Watchdog
 
@@ -47,9 +47,12 @@ def test_record_parsing_both_copies_share_a_key() -> None:
     log_copy = parse_record(line(START, ms="082"))
     err_copy = parse_record(line(START, ms=None))
     assert log_copy is not None and err_copy is not None
-    assert log_copy.key == err_copy.key and log_copy.precise and not err_copy.precise
+    assert log_copy.key(100) == err_copy.key(100) and log_copy.precise and not err_copy.precise
     assert log_copy.at - err_copy.at == pytest.approx(0.082)
-    assert log_copy.code == C and parse_record(line(QUEUE_FULL)).code == C  # type: ignore[union-attr]
+    assert split_code(START) == (C, "任务:<c> -> audio_url:./temp/audio.wav  video_url:./temp/video.mp4")
+    assert split_code(QUEUE_FULL)[0] == C
+    assert split_code("[a]b]预处理失败", ["a]b"]) == ("a]b", "[<c>]预处理失败")
+    assert split_code(">>> 任务:job 1 耗时:1.5 ") == ("job 1", ">>> 任务:<c> 耗时:1.5 ")
     assert parse_record("2025-11-09 17:20:00.000000123 [E:onnxruntime:Default, x.cc:1] text") is None
 
 

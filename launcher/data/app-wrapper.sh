@@ -16,9 +16,14 @@ python=$1
 env_file=$2
 shift 2
 
+# A command that cannot start is one line and exit 127 (as a shell says it), never a traceback.
 "$python" -S -I -c 'import json, os, sys
 env = json.load(open(sys.argv[1]))
-os.execvpe(sys.argv[2], sys.argv[2:], env)' "$env_file" "$@" &
+try:
+    os.execvpe(sys.argv[2], sys.argv[2:], env)
+except OSError as exc:
+    sys.stderr.write("heygem app-wrapper: cannot start %s: %s\n" % (sys.argv[2], exc.strerror))
+    sys.exit(127)' "$env_file" "$@" &
 app=$!
 
 # supervisord signals the whole group on stop: the app gets the signal itself; this shell waits for it.

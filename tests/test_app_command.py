@@ -1,0 +1,72 @@
+"""HEYGEM_APP_COMMAND is checked by the preflight (exit 78, one line), and the wrapper never shows a traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from launcher.appcommand import _python_target
+from tests.conftest import assert_no_traceback
+
+WRAPPER = Path(__file__).resolve().parent.parent / "launcher" / "data" / "app-wrapper.sh"
+CPU = ("--require-provider", "CPUExecutionProvider")
+
+
+@pytest.mark.parametrize(
+    ("command", "named"),
+    [
+        ("python missing.py", "missing.py"),
+        ("no-such-program --serve", "'no-such-program'"),
+        ("python -u -m no_such_module", "module no_such_module"),
+        ("./run.sh", "'./run.sh'"),
+    ],
+)
+def test_a_command_that_cannot_start_is_a_config_error(launch, ort_env: Path, command: str, named: str) -> None:
+    run = launch("--check-only", "--conda-env", str(ort_env), *CPU, env={"HEYGEM_APP_COMMAND": command})
+    assert run.returncode == 78, run.stdout + run.stderr
+    assert run.stderr.count("\n") == 1 and "HEYGEM_APP_COMMAND" in run.stderr and named in run.stderr
+    assert_no_traceback(run)
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["python app.py", "python -u -X dev app.py", "python -m http.server", "python -m mypkg", "python -c pass"],
+)
+def test_a_command_that_can_start_passes(launch, ort_env: Path, app_dir: Path, command: str) -> None:
+    (app_dir / "mypkg").mkdir()
+    (app_dir / "mypkg" / "__main__.py").write_text("")
+    run = launch("--check-only", "--conda-env", str(ort_env), *CPU, env={"HEYGEM_APP_COMMAND": command})
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "target"),
+    [
+        (("app.py",), ("script", "app.py")),
+        (("-u", "-W", "ignore", "app.py", "--x"), ("script", "app.py")),
+        (("-mhttp.server",), ("module", "http.server")),
+        (("-c", "print(1)"), None),
+        ((), None),
+    ],
+)
+def test_python_target(args: tuple[str, ...], target: tuple[str, str] | None) -> None:
+    assert _python_target(args) == target
+
+
+def test_wrapper_reports_a_missing_executable_in_one_line(tmp_path: Path) -> None:
+    env_file = tmp_path / "env.json"
+    env_file.write_text(json.dumps({"PATH": "/usr/bin:/bin"}))
+    # Its own session: the wrapper kills the rest of its process group when the app is gone.
+    out = subprocess.run(
+        ["sh", str(WRAPPER), "python3", str(env_file), "no-such-app", "--serve"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        start_new_session=True,
+        check=False,
+    )
+    assert out.returncode == 127
+    assert out.stderr.strip() == "heygem app-wrapper: cannot start no-such-app: No such file or directory"

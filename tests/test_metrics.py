@@ -1,0 +1,70 @@
+"""The metrics endpoint for real: prometheus-client's server on a free port, scraped over HTTP and parsed
+with Prometheus' own text parser. GPU figures from an NVML-shaped inventory (no driver on this machine)."""
+
+from __future__ import annotations
+
+import urllib.request
+from dataclasses import dataclass
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from launcher.metrics import Metrics, NoMetrics, make
+from tests.harness import free_port
+
+
+@dataclass
+class FakeGpu:  # NVML's figures for two GPUs: no CPU machine has them
+    index: int
+    uuid: str
+    utilization_percent: int | None
+    memory_used_mib: int
+
+
+@dataclass
+class FakeInventory:
+    available: bool
+    gpus: list[FakeGpu]
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_off_is_nothing() -> None:
+    assert type(make(None)) is NoMetrics
+
+
+def test_counts_states_and_gpus_are_served() -> None:
+    port = free_port()
+    inventory = FakeInventory(True, [FakeGpu(0, "GPU-a", 87, 1024), FakeGpu(1, "GPU-b", None, 0)])
+    metrics = make(port, lambda: inventory)
+    assert isinstance(metrics, Metrics)
+    metrics.preflight(False, "cuda_libraries_missing")
+    metrics.preflight(True, None)
+    metrics.ready(True)
+    metrics.app_started(1.0)
+    for kind in ("blocked", "blocked", "task_failed"):
+        metrics.incident(kind)
+    metrics.restart()
+    metrics.task("done", 59.3, 8.2)
+    metrics.task("failed", 0.1, None)
+    got = scrape(port)
+    app = (("instance", "app"),)
+    assert got[("heygem_ready", app)] == 1
+    assert got[("heygem_preflight_ok", (("cause", ""), ("instance", "app")))] == 1
+    assert ("heygem_preflight_ok", (("cause", "cuda_libraries_missing"), ("instance", "app"))) not in got
+    assert got[("heygem_restarts_total", app)] == 1
+    assert got[("heygem_incidents_total", (("instance", "app"), ("kind", "blocked")))] == 2
+    assert got[("heygem_tasks_total", (("instance", "app"), ("outcome", "done")))] == 1
+    assert got[("heygem_task_seconds_count", app)] == 2
+    assert got[("heygem_task_frames_per_second_sum", app)] == 8.2
+    assert got[("heygem_app_uptime_seconds", ())] > 1000
+    assert got[("heygem_gpu_utilization_percent", (("gpu", "0"), ("uuid", "GPU-a")))] == 87
+    assert got[("heygem_gpu_memory_used_bytes", (("gpu", "1"), ("uuid", "GPU-b")))] == 0
+    assert ("heygem_gpu_utilization_percent", (("gpu", "1"), ("uuid", "GPU-b"))) not in got
