@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from launcher import exitcodes
-from launcher.errors import LaunchError
+from launcher.errors import ConfigError, LaunchError
 from launcher.rundir import RunDir
 from launcher.settings import SPECS, Settings, load_settings
 
@@ -166,8 +166,21 @@ def _run(settings: Settings, flags: dict[str, str | None]) -> int:
     return service.serve()
 
 
+def _warn_unapplied(flags: dict[str, str | None]) -> None:
+    """For commands that only ask the running service (status, probe): they answer from the run dir whatever
+    the .env file holds, but an edit that a `restart` would refuse is worth a warning."""
+    try:
+        load_settings(flags)
+    except ConfigError as exc:
+        click.echo(f"heygem-launch: warning: {exc}; answering from the service's state, not the .env file", err=True)
+
+
 def subcommand(
-    *extra: Callable[..., Any], name: str | None = None, json_output: bool = True, client: bool = False
+    *extra: Callable[..., Any],
+    name: str | None = None,
+    json_output: bool = True,
+    client: bool = False,
+    warn_unapplied: bool = False,
 ) -> Callable[[Callable[..., int]], click.Command]:
     """A `cli` command whose function gets the loaded settings (the setting flags given to it or to the
     group), `as_json` when it has `--json`, and its own arguments; what it returns is the exit code.
@@ -182,7 +195,10 @@ def subcommand(
             if client:
                 from launcher.client import client_run_dir
 
-                sys.exit(func(client_run_dir(flags), flags, **params))
+                run = client_run_dir(flags)
+                if warn_unapplied:
+                    _warn_unapplied(flags)
+                sys.exit(func(run, flags, **params))
             sys.exit(func(load_settings(flags), **params))
 
         for decorator in (*reversed(extra), setting_options):
@@ -200,7 +216,7 @@ def check(settings: Settings, as_json: bool) -> int:
     return _check(settings, as_json)
 
 
-@subcommand(client=True)
+@subcommand(client=True, warn_unapplied=True)
 def status(run: RunDir, _flags: dict[str, str | None], as_json: bool) -> int:
     """Each program's state, pid, uptime and restarts, and the last preflight. Exit 0 if the app runs."""
     from launcher.commands import render_status
@@ -221,6 +237,8 @@ def restart(run: RunDir, flags: dict[str, str | None], as_json: bool) -> int:
     from launcher.commands import restart as do_restart
     from launcher.report import to_json
 
+    # Checked here first (78 at once, nothing signalled); the service checks again with its own environment.
+    load_settings(flags)
     result = do_restart(run, flags)
     if as_json:
         click.echo(to_json(result))
@@ -252,6 +270,7 @@ def doctor(run: RunDir, flags: dict[str, str | None], as_json: bool) -> int:
     name="probe",
     json_output=False,
     client=True,
+    warn_unapplied=True,
 )
 def probe_command(run: RunDir, _flags: dict[str, str | None], kind: str) -> int:
     """Health probe for Docker HEALTHCHECK / Kubernetes: exit 0 pass, 1 fail.

@@ -142,9 +142,7 @@ def test_healthcheck_and_status_answer_while_the_env_file_holds_an_unapplied_bad
         return subprocess.run([*LAUNCH, *args], env=env, capture_output=True, text=True, check=False)
 
     probe, status, restart = launch("probe", "ready"), launch("status"), launch("restart")
-    # Nothing runs in this run dir: the probe fails (1) and status says so (69); neither reads the file.
+    # Nothing runs in this run dir: the probe fails (1) and status says so (69), each warning about the file.
     assert probe.returncode == 1 and status.returncode == 69, probe.stderr + status.stderr
-    assert all("not running" in r.stdout + r.stderr and "Traceback" not in r.stderr for r in (probe, status))
-    # No service to apply it to: restart says so (69); a running service refuses the value with 78 and keeps its
-    # app (tests/container and tests/test_restart_safety.py).
-    assert restart.returncode == 69 and "not running" in restart.stderr
+    assert all("HEYGEM_STOP_GRACE='soon'" in r.stderr and "Traceback" not in r.stderr for r in (probe, status))
+    assert restart.returncode == 78 and "HEYGEM_STOP_GRACE" in restart.stderr
