@@ -12,12 +12,13 @@ message, never against text a user controls (file names and task codes appear in
   CPU wheel shadowing the GPU one) -> `cpu_fallback`, stop (or warn).
 
 One record, one event: HeyGem writes each record to its log file and to stderr; whichever copy arrives
-first counts and the other copy of the same record (same second, file, line, level, message) is dropped,
-however late. Plain lines arrive once and always count.
+first counts and the other copy of the same record (same second, file, line, level, message) is dropped
+when it comes within DUPLICATE_SECONDS. Plain lines arrive once and always count.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
@@ -34,6 +35,7 @@ RESTART, RECORD, STOP, WARN = "restart", "record", "stop", "warn"
 LAST_LINES = 50
 SNAPSHOT_LINE = 2000  # characters of a line kept for a snapshot: an incident file stays well under 1 MB
 REMEMBERED_RECORDS = 4096  # records whose other copy may still come; at 200 lines/s, 20 s of both streams
+DUPLICATE_SECONDS = 60.0  # how long after its first copy the second copy of a record is still recognised
 TASK_HISTORY = 100
 SAME_CLOCK = 300.0  # a record this close to `now` was stamped by the same clock: the instance fence applies
 
@@ -51,19 +53,24 @@ class Incident:
 
 
 class Duplicates:
-    """Counts each record's copies per stream; a copy beyond what the other stream delivered is new."""
+    """Counts each record's copies per stream; a copy beyond what the other stream delivered is new.
+
+    Bounded in memory whatever the app writes: a record is remembered for DUPLICATE_SECONDS after its first
+    copy (both copies are written at once; a pipe or a poll delays one by well under a second) and at most
+    `capacity` of them, each as a 16-byte digest."""
 
     def __init__(self, key_length: int, capacity: int = REMEMBERED_RECORDS) -> None:
         self.key_length, self.capacity = key_length, capacity
-        self.seen: OrderedDict[tuple[str, str, int, str, str], dict[str, int]] = OrderedDict()
+        self.seen: OrderedDict[bytes, tuple[float, dict[str, int]]] = OrderedDict()
 
-    def is_copy(self, record: Record, source: str) -> bool:
-        key = record.key(self.key_length)
-        counts = self.seen.get(key)
-        if counts is None:
-            counts = self.seen[key] = {}
-            if len(self.seen) > self.capacity:
-                self.seen.popitem(last=False)
+    def is_copy(self, record: Record, source: str, now: float) -> bool:
+        key = hashlib.blake2b(repr(record.key(self.key_length)).encode(), digest_size=16).digest()
+        while self.seen and (
+            len(self.seen) >= self.capacity or next(iter(self.seen.values()))[0] < now - DUPLICATE_SECONDS
+        ):
+            self.seen.popitem(last=False)
+        first, counts = self.seen.get(key, (now, {}))
+        self.seen[key] = (first, counts)
         mine = counts.get(source, 0)
         others = max((n for s, n in counts.items() if s != source), default=0)
         counts[source] = mine + 1
@@ -121,7 +128,7 @@ class Watchdog:
         if not line.strip():
             return []
         record = parse_record(line, self.tz)
-        if record is not None and self.duplicates.is_copy(record, source):
+        if record is not None and self.duplicates.is_copy(record, source, now):
             return []
         self.lines.append(line[:SNAPSHOT_LINE])
         if record is None:
