@@ -18,6 +18,8 @@ probes:    `heygem-launch probe live|ready|startup` on a ready service (target m
 flood:     the launcher side's CPU while the app writes 200 records/s (each to its log and to stderr),
            beside the same processes at rest, same run; target: heygem-launch under 2% of one core.
 metrics:   heygem-launch's RSS at rest with HEYGEM_METRICS_PORT off and on (after a scrape), twice each.
+long-lines: 1 GiB of 1 MiB lines into the app's log, then a queue-full line: the launcher's RSS growth
+           (target < 5 MB) and the incident file's size (target < 1 MB).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 from service import bench_idle, bench_metrics, bench_respawn, bench_stop
-from watch import bench_detect, bench_flood, bench_probes
+from watch import bench_detect, bench_flood, bench_long_lines, bench_probes
 
 PY = sys.executable
 NAIVE_CODE = "import onnxruntime; print(onnxruntime.get_available_providers())"
@@ -116,6 +118,7 @@ BENCHES: dict[str, Callable[[argparse.Namespace], dict[str, object]]] = {
     "probes": lambda a: bench_probes(a.rounds),
     "flood": lambda a: bench_flood(min(a.idle_seconds, 30)),
     "metrics": lambda a: bench_metrics(),
+    "long-lines": lambda a: bench_long_lines(),
 }
 
 

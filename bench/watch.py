@@ -129,3 +129,45 @@ def bench_flood(seconds: float, rate: float = 200.0) -> dict[str, object]:
         "restarted_during_flood": restarted,
         "pass": launcher < 2.0 and not restarted,
     }
+
+
+def bench_long_lines(total_mib: int = 1024) -> dict[str, object]:
+    """1 GiB of 1 MiB lines without a break into the app's log, then a task's queue-full line: the
+    launcher's RSS growth (and peak) while it follows them, and the incident file written after them."""
+    from service import _rss_kb
+
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp) / "long"
+        stack = Stack("launcher", workdir, {"HEYGEM_MAX_RESTARTS": "5"})
+        try:
+            stack.app()
+            wait_until(lambda s=stack: _ready(s), timeout=30, interval=0.05)
+            pid = stack.proc.pid
+            before = _rss_kb(pid)
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            long_line = f"[{stamp},000] [app.py[line:210]] [INFO] [".encode() + b"x" * (1 << 20) + b"]\n"
+            log = workdir / "log" / "dh.log"
+            started = time.perf_counter()
+            with log.open("ab") as handle:
+                for _ in range(total_mib):
+                    handle.write(long_line)
+                start = f"[{stamp},100] [app.py[line:210]] [INFO] [任务:long -> audio_url:a  video_url:v]\n"
+                blocked = f"[{stamp},200] [process.py[line:108]] [ERROR] [[long]任务视频驱动队列满，严重阻塞]\n"
+                handle.write((start + blocked).encode())
+            snapshot = wait_until(lambda: next(iter((workdir / "run").glob("incident-*-blocked.json")), None), 600, 0.2)
+            caught_up = time.perf_counter() - started
+            after, peak = _rss_kb(pid), _rss_kb(pid, "VmHWM")
+            size = snapshot.stat().st_size
+        finally:
+            stack.stop()
+    growth = (after - before) / 1024
+    return {
+        "written_mib": total_mib,
+        "rss_before_mb": round(before / 1024, 1),
+        "rss_growth_mb": round(growth, 1),
+        "peak_rss_mb": round(peak / 1024, 1),
+        "caught_up_s": round(caught_up, 1),
+        "incident_file_bytes": size,
+        "targets": "growth < 5 MB, incident file < 1 MB",
+        "pass": growth < 5 and size < 1_000_000,
+    }
