@@ -115,3 +115,25 @@ def shadowed_env() -> Path:
         (envs.site_of(prefix) / "zz_test_venv.pth").write_text(f"{envs.TEST_SITE}\n")
 
     return envs.cached_env("shadowed", ["onnxruntime-gpu", "then onnxruntime"], build)
+
+
+WATCH_STALL_SECONDS = 3.0  # HEYGEM_STALL_SECONDS for the watch tests (time compressed)
+
+
+@pytest.fixture
+def launch_service(tmp_path: Path, ort_env: Path):  # type: ignore[no-untyped-def]
+    """The real service with the HeyGem-like app, time compressed (TEST_APP_SPEED=20), stopped afterwards.
+    test_service.py and test_restart*.py define their own."""
+    from tests import harness  # harness imports this module
+
+    started: list[harness.Service] = []
+
+    def start(**kw) -> harness.Service:  # type: ignore[no-untyped-def]
+        env = {"HEYGEM_STALL_SECONDS": str(WATCH_STALL_SECONDS), "TEST_APP_SPEED": "20", **kw.pop("env", {})}
+        service = harness.start(tmp_path, ort_env, env=env, **kw)
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        service.cleanup()

@@ -216,3 +216,14 @@ def start(
             [*cmd, *args], cwd=cwd or app_dir, env=environ, stdout=o, stderr=e, stdin=subprocess.DEVNULL
         )
     return Service(proc, port, app_dir, run_dir, out, err, namespace)
+
+
+def control(svc: Service, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """`heygem-launch ARGS` as from `docker exec`: the container's settings (its .env file beside the run dir),
+    another process."""
+    env = clean_environ(
+        HEYGEM_RUN_DIR=str(svc.run_dir),
+        HEYGEM_ENV_FILE=str(svc.run_dir.parent / "heygem.env"),
+        HEYGEM_APP_DIR=str(svc.app_dir),
+    )
+    return subprocess.run([*LAUNCH, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False)

@@ -15,7 +15,7 @@ import pytest
 
 from tests import harness
 from tests.conftest import LAUNCH, clean_environ
-from tests.harness import environ_of, wait_for
+from tests.harness import control, environ_of, wait_for
 
 PROVIDER = "HEYGEM_REQUIRE_PROVIDER=CPUExecutionProvider\n"
 
@@ -30,16 +30,6 @@ def service(tmp_path: Path, ort_env: Path) -> Iterator[harness.Service]:
     )
     yield svc
     svc.cleanup()
-
-
-def control(svc: harness.Service, *args: str) -> subprocess.CompletedProcess[str]:
-    """`heygem-launch ARGS` as from `docker exec`: the container's settings, another process."""
-    env = clean_environ(
-        HEYGEM_RUN_DIR=str(svc.run_dir),
-        HEYGEM_ENV_FILE=str(svc.run_dir.parent / "heygem.env"),
-        HEYGEM_APP_DIR=str(svc.app_dir),
-    )
-    return subprocess.run([*LAUNCH, *args], env=env, capture_output=True, text=True, timeout=120, check=False)
 
 
 class Watcher:

@@ -8,15 +8,13 @@ from __future__ import annotations
 import json
 import re
 import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests import harness
-from tests.conftest import LAUNCH, clean_environ
-from tests.harness import environ_of, wait_for
+from tests.harness import control, environ_of, wait_for
 
 PROVIDER = "HEYGEM_REQUIRE_PROVIDER=CPUExecutionProvider\n"
 SECRET = "s3cr3t-XYZ"
@@ -36,16 +34,6 @@ def service(tmp_path: Path, ort_env: Path) -> Iterator[harness.Service]:
     )
     yield svc
     svc.cleanup()
-
-
-def control(svc: harness.Service, *args: str) -> subprocess.CompletedProcess[str]:
-    """As from `docker exec`: the container's settings (HEYGEM_ENV_FILE included), another process."""
-    env = clean_environ(
-        HEYGEM_RUN_DIR=str(svc.run_dir),
-        HEYGEM_ENV_FILE=str(svc.run_dir.parent / "heygem.env"),
-        HEYGEM_APP_DIR=str(svc.app_dir),
-    )
-    return subprocess.run([*LAUNCH, *args], env=env, capture_output=True, text=True, timeout=180, check=False)
 
 
 def write_env(svc: harness.Service, content: bytes) -> None:

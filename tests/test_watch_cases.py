@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,22 +16,7 @@ from launcher.settings import build_settings
 from tests import harness
 from tests.conftest import LAUNCH, clean_environ
 from tests.harness import wait_for
-from tests.test_watch_service import STALL, incidents, probe, ready, task, task_state
-
-
-@pytest.fixture
-def launch_service(tmp_path: Path, ort_env: Path) -> Iterator:  # type: ignore[type-arg]
-    started: list[harness.Service] = []
-
-    def start(**kw) -> harness.Service:  # type: ignore[no-untyped-def]
-        env = {"HEYGEM_STALL_SECONDS": str(STALL), "TEST_APP_SPEED": "20", **kw.pop("env", {})}
-        service = harness.start(tmp_path, ort_env, env=env, **kw)
-        started.append(service)
-        return service
-
-    yield start
-    for service in started:
-        service.cleanup()
+from tests.test_watch_service import incidents, probe, ready, task, task_state
 
 
 def test_a_task_code_with_a_space_that_ends_does_not_restart_the_app(launch_service) -> None:

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -20,26 +19,11 @@ from launcher import ports, procs
 from launcher.heygem_log import parse_record
 from tests import harness
 from tests.conftest import LAUNCH, clean_environ
+from tests.conftest import WATCH_STALL_SECONDS as STALL
 from tests.harness import gone, wait_for
 from tests.stubelf import make_loadable
 
 SKIP_ON_CUDA = {"HEYGEM_PREFLIGHT": "skip", "HEYGEM_REQUIRE_PROVIDER": "CUDAExecutionProvider"}
-STALL = 3.0
-
-
-@pytest.fixture
-def launch_service(tmp_path: Path, ort_env: Path) -> Iterator:  # type: ignore[type-arg]
-    started: list[harness.Service] = []
-
-    def start(**kw) -> harness.Service:  # type: ignore[no-untyped-def]
-        env = {"HEYGEM_STALL_SECONDS": str(STALL), "TEST_APP_SPEED": "20", **kw.pop("env", {})}
-        service = harness.start(tmp_path, ort_env, env=env, **kw)
-        started.append(service)
-        return service
-
-    yield start
-    for service in started:
-        service.cleanup()
 
 
 def incidents(service: harness.Service, kind: str = "*") -> list[dict]:  # type: ignore[type-arg]
