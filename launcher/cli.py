@@ -95,10 +95,13 @@ def _check(settings: Settings, as_json: bool) -> int:
             click.echo(f"heygem-launch: warning: {warning}", err=True)
     try:
         with interruptible():
-            result = run_preflight(settings, os.environ)
+            result = run_preflight(settings, os.environ, start=False)
     except Interrupted as exc:
         return _interrupted(exc, "during the preflight")
     click.echo(to_json(result.as_dict()) if as_json else render_check(result))
+    if result.config_error:  # the provider is reported, but the app could not start as configured
+        click.echo(f"heygem-launch: error: {result.config_error}", err=True)
+        return exitcodes.CONFIG
     return exitcodes.OK if result.ok else exitcodes.UNAVAILABLE
 
 

@@ -199,6 +199,8 @@ def conclude(d: Doctor, settings: Settings) -> tuple[bool, str]:
             True,
             f"the preflight refuses [{d.check.verdict.cause}]: {d.check.verdict.message}; fix: {d.check.verdict.fix}",
         )
+    if d.check.config_error and not d.app_pid:
+        return True, f"the app cannot start as configured: {d.check.config_error}"
     if blocked:
         idle = d.gpus.available and d.gpus.gpus and all(g.utilization_percent == 0 for g in d.gpus.gpus)
         if idle:
@@ -227,7 +229,7 @@ def run_doctor(settings: Settings, environ: dict[str, str]) -> Doctor:
     output = RunDir(settings.run_dir).app_log if service.get("running") else None
     d = Doctor(
         gpu.inventory(),
-        run_preflight(settings, environ),
+        run_preflight(settings, environ, start=False),
         service,
         app_pid,
         app_env,

@@ -13,6 +13,7 @@ from typing import Any
 from launcher import gpu
 from launcher.appcommand import check_app_command
 from launcher.appenv import AppEnvironment, prepare_environment
+from launcher.errors import ConfigError
 from launcher.libresolve import resolve
 from launcher.masking import mask_env
 from launcher.ortbuild import OrtBuild, find_build, required_libraries
@@ -31,6 +32,9 @@ class CheckResult:
     gpus: gpu.Inventory
     probe: ProbeResult
     checked_at: float = field(default_factory=time.time)
+    # A config error found on the way (the app command cannot start): `--check-only` still reports the
+    # provider, then exits 78 with it.
+    config_error: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -81,6 +85,7 @@ class CheckResult:
             },
             "environment": mask_env(self.app.env),
             "warnings": list(self.warnings),
+            "config_error": self.config_error,
         }
 
 
@@ -112,9 +117,18 @@ def preflight(settings: Settings, environ: Mapping[str, str]) -> CheckResult:
     return run_preflight(settings, environ)
 
 
-def run_preflight(settings: Settings, environ: Mapping[str, str]) -> CheckResult:
+def run_preflight(settings: Settings, environ: Mapping[str, str], *, start: bool = True) -> CheckResult:
+    """The preflight. `start`: the app is to be started, so an app command that cannot start is a config
+    error (ConfigError, 78) before anything is probed; for `--check-only` and `doctor` (start=False) the
+    provider is still checked and the error is kept in `config_error`."""
     app = prepare_environment(settings, environ)
-    check_app_command(settings.app_command, settings.app_dir, app.env, app.conda.prefix)
+    config_error = None
+    try:
+        check_app_command(settings.app_command, settings.app_dir, app.env, app.conda.prefix)
+    except ConfigError as exc:
+        if start:
+            raise
+        config_error = str(exc)
     # The probe first: the library table and NVML run while its python starts.
     probe_run = ProbeRun(
         app.conda.python, app.env, settings.app_dir, settings.require_provider, settings.preflight_timeout
@@ -128,4 +142,4 @@ def run_preflight(settings: Settings, environ: Mapping[str, str]) -> CheckResult
         raise
     probe = probe_run.wait()
     verdict = decide(settings.require_provider, build, libraries, inventory, app.env, probe, str(app.conda.python))
-    return CheckResult(verdict, settings, app, build, libraries, inventory, probe)
+    return CheckResult(verdict, settings, app, build, libraries, inventory, probe, config_error=config_error)
