@@ -99,10 +99,13 @@ def _check(settings: Settings, as_json: bool) -> int:
     except Interrupted as exc:
         return _interrupted(exc, "during the preflight")
     click.echo(to_json(result.as_dict()) if as_json else render_check(result))
-    if result.config_error:  # the provider is reported, but the app could not start as configured
+    # The provider is the question --check-only answers first (69); an app that could not start as configured
+    # is named either way, and is the exit code (78) when the provider passed.
+    if result.config_error:
         click.echo(f"heygem-launch: error: {result.config_error}", err=True)
-        return exitcodes.CONFIG
-    return exitcodes.OK if result.ok else exitcodes.UNAVAILABLE
+    if not result.ok:
+        return exitcodes.UNAVAILABLE
+    return exitcodes.CONFIG if result.config_error else exitcodes.OK
 
 
 def _settings_help() -> str:
