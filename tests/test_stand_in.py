@@ -10,7 +10,9 @@ against what HeyGem really writes (../shared/heygem-replay, built from HeyGem's 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import signal
 import subprocess
@@ -64,7 +66,11 @@ def streams(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     env = clean_environ(GRADIO_SERVER_PORT=str(port), TEST_APP_SPEED="30")
     env.pop("PYTHONUNBUFFERED", None)  # as HeyGem's image had it: prints held under a pipe
     with (folder / "stdout.log").open("wb") as out, (folder / "stderr.log").open("wb") as err:
-        app = subprocess.Popen([sys.executable, str(APP)], cwd=folder, env=env, stdout=out, stderr=err)
+        # Its own session, so that its spawned workers go with it (as with HeyGem, SIGTERM to the main
+        # process alone leaves them running).
+        app = subprocess.Popen(
+            [sys.executable, str(APP)], cwd=folder, env=env, stdout=out, stderr=err, start_new_session=True
+        )
         try:
             wait_for(lambda: get(port) is not None, 20, "the stand-in")
             wait_for(lambda: "数字人图片处理进程启动" in (folder / "log" / "dh.log").read_text(), 20, "its workers")
@@ -78,6 +84,8 @@ def streams(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         finally:
             app.send_signal(signal.SIGTERM)
             app.wait(timeout=10)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(app.pid, signal.SIGKILL)  # the workers
     return {"folder": folder, "states": states, "stdout_before_exit": before_exit}
 
 
