@@ -17,6 +17,7 @@ detect:    the queue-full line -> a new app process (target median < 2 s); a sta
 probes:    `heygem-launch probe live|ready|startup` on a ready service (target median < 0.3 s).
 flood:     the launcher side's CPU while the app writes 200 records/s (each to its log and to stderr),
            beside the same processes at rest, same run; target: heygem-launch under 2% of one core.
+metrics:   heygem-launch's RSS at rest with HEYGEM_METRICS_PORT off and on (after a scrape), twice each.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
-from service import bench_idle, bench_respawn, bench_stop
+from service import bench_idle, bench_metrics, bench_respawn, bench_stop
 from watch import bench_detect, bench_flood, bench_probes
 
 PY = sys.executable
@@ -114,6 +115,7 @@ BENCHES: dict[str, Callable[[argparse.Namespace], dict[str, object]]] = {
     "detect": lambda a: bench_detect(min(a.rounds, 7)),
     "probes": lambda a: bench_probes(a.rounds),
     "flood": lambda a: bench_flood(min(a.idle_seconds, 30)),
+    "metrics": lambda a: bench_metrics(),
 }
 
 

@@ -267,3 +267,25 @@ def _name(pid: int) -> str:
         if label in text:
             return label if label != "launcher" else "heygem-launch"
     return text[:40]
+
+
+def bench_metrics(settle: float = 5.0) -> dict[str, object]:
+    """heygem-launch's RSS at rest with HEYGEM_METRICS_PORT off and on (after a scrape), side by side."""
+    rss: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label in ("off", "on", "off-again", "on-again"):
+            port = free_port()
+            extra = {"HEYGEM_METRICS_PORT": str(port)} if label.startswith("on") else {}
+            stack = Stack("launcher", Path(tmp) / label, extra)
+            try:
+                stack.app()
+                time.sleep(settle)
+                if extra:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+                        assert b"heygem_ready" in response.read()
+                rss[label] = round(_rss_kb(stack.proc.pid) / 1024, 1)
+            finally:
+                stack.stop()
+    off = (rss["off"] + rss["off-again"]) / 2
+    on = (rss["on"] + rss["on-again"]) / 2
+    return {"launcher_rss_mb": rss, "metrics_cost_mb": round(on - off, 1), "pass": True}
