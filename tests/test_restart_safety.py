@@ -70,6 +70,14 @@ def test_bad_env_file_on_restart_exits_78_and_leaves_the_app_untouched(
     everything = result.stdout + result.stderr + service.stderr() + (answer.read_text() if answer.exists() else "")
     assert SECRET not in everything
     healthy(service, old["pid"])
+    # The service checks too, with its own environment (a bare SIGHUP, as `docker kill -s HUP` sends): the
+    # handed case stopped the app and exited 70 there. It answers 78 and keeps the app.
+    service.signal(signal.SIGHUP)
+    wait_for(lambda: answer.exists() and json.loads(answer.read_text()).get("exit_code"), 60, "the service's answer")
+    document = json.loads(answer.read_text())
+    assert document["exit_code"] == 78 and named in document["message"], document
+    assert SECRET not in answer.read_text() + service.stderr()
+    healthy(service, old["pid"])
 
 
 # -- item 13: the clients read the service, not the file ---------------------------------------------------
