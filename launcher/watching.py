@@ -17,6 +17,7 @@ from launcher import incident, procs
 from launcher.follow import Follower
 from launcher.rundir import RunDir
 from launcher.settings import Settings
+from launcher.tasks import Task
 from launcher.watchdog import Incident, Watchdog
 
 WATCH = flags.MODIFY | flags.CREATE | flags.MOVED_TO
@@ -164,7 +165,7 @@ class AppWatch:
         self.saved_tasks = signature
         return True
 
-    def take_finished(self) -> list[Any]:
+    def take_finished(self) -> list[Task]:
         """Tasks that ended since the last call (for the metrics)."""
         assert self.watchdog is not None
         return self.watchdog.take_finished()

@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from launcher.ports import listening_inodes
 from tests import harness
 from tests.harness import free_port, wait_for
 
@@ -83,9 +85,9 @@ def test_prometheus_sees_restarts_and_incidents(tmp_path: Path, ort_env: Path, p
 
 def test_a_busy_metrics_port_is_refused(tmp_path: Path, ort_env: Path) -> None:
     port = free_port()
-    holder = subprocess.Popen(["python3", "-m", "http.server", "--bind", "127.0.0.1", str(port)])
+    holder = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)])
     try:
-        wait_for(lambda: _listening(port), 10, "the holder to listen")
+        wait_for(lambda: listening_inodes(port), 10, "the holder to listen")
         service = harness.start(tmp_path, ort_env, env={"HEYGEM_METRICS_PORT": str(port)})
         assert service.wait(timeout=60) == 78
         assert f"HEYGEM_METRICS_PORT={port}: cannot serve metrics there" in service.stderr()
@@ -93,9 +95,3 @@ def test_a_busy_metrics_port_is_refused(tmp_path: Path, ort_env: Path) -> None:
     finally:
         holder.kill()
         holder.wait()
-
-
-def _listening(port: int) -> bool:
-    from launcher.ports import listening_inodes
-
-    return bool(listening_inodes(port))
