@@ -42,6 +42,7 @@ from launcher.rundir import (
     write_private,
 )
 from launcher.settings import Settings
+from launcher.signalinbox import SignalInbox
 from launcher.supervisor_config import PROGRAM, Credentials, render
 from launcher.watchdog import RECORD, RESTART, STOP, WARN, Incident
 from launcher.watching import AppWatch
@@ -237,11 +238,10 @@ class Service:
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.wake_w = wake_w
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-        received: list[int] = []
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
-            signal.signal(signum, lambda s, _f: received.append(s))
+        inbox = SignalInbox()
+        inbox.install((signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD))
         try:
-            return self.loop(wake_r, received)
+            return self.loop(wake_r, inbox)
         except RunDirError as exc:
             return self.abort(str(exc), exitcodes.SOFTWARE)
         except LaunchError as exc:
@@ -264,7 +264,7 @@ class Service:
         self.log(f"{message}; stopping the app and supervisord")
         return self.stop(code)
 
-    def loop(self, wake_r: int, received: list[int]) -> int:
+    def loop(self, wake_r: int, inbox: SignalInbox) -> int:
         """Start supervisord, then follow it until a stop; the exit code."""
         self.start()
         assert self.proc is not None
@@ -274,12 +274,12 @@ class Service:
         changes = INotify(nonblocking=True)
         try:
             self.watch.watch_folders(changes)
-            return self.follow(wake_r, received, supervisord_fd, changes)
+            return self.follow(wake_r, inbox, supervisord_fd, changes)
         finally:
             os.close(supervisord_fd)
             changes.close()
 
-    def follow(self, wake_r: int, received: list[int], supervisord_fd: int, changes: INotify) -> int:
+    def follow(self, wake_r: int, inbox: SignalInbox, supervisord_fd: int, changes: INotify) -> int:
         """The loop proper: wake on what happened, act, sleep until the next thing is due."""
         assert self.proc is not None
         while True:
@@ -297,7 +297,7 @@ class Service:
                 while os.read(wake_r, 512):
                     pass
             changes.read(timeout=0)
-            signals, received[:] = set(received), []
+            signals = inbox.take()
             found = self.watch.read()
             if self.watch.read_any:
                 self.next_read = time.monotonic() + READ_INTERVAL

@@ -226,4 +226,11 @@ def control(svc: Service, *args: str, timeout: float = 180) -> subprocess.Comple
         HEYGEM_ENV_FILE=str(svc.run_dir.parent / "heygem.env"),
         HEYGEM_APP_DIR=str(svc.app_dir),
     )
-    return subprocess.run([*LAUNCH, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    try:
+        return subprocess.run([*LAUNCH, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        # What the service logged is what tells why it did not answer (CI stop 12 had only the timeout).
+        tail = svc.err.read_text(errors="replace")[-4000:] if svc.err.exists() else "(no stderr file)"
+        raise AssertionError(
+            f"heygem-launch {' '.join(args)}: no answer in {timeout:g} s; the service's stderr:\n{tail}"
+        ) from None
