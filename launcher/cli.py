@@ -87,18 +87,18 @@ def _interrupted(exc: Interrupted, what: str) -> int:
 
 def _check(settings: Settings, as_json: bool) -> int:
     # Imported here so that `--help` and usage errors stay fast.
-    from launcher.preflight import run_preflight
-    from launcher.report import render_check, to_json
+    from launcher.fleet import fleet_preflight
+    from launcher.report import render_fleet, to_json
 
     if not as_json:
         for warning in settings.warnings:
             click.echo(f"heygem-launch: warning: {warning}", err=True)
     try:
         with interruptible():
-            result = run_preflight(settings, os.environ, start=False)
+            result = fleet_preflight(settings, os.environ, start=False)
     except Interrupted as exc:
         return _interrupted(exc, "during the preflight")
-    click.echo(to_json(result.as_dict()) if as_json else render_check(result))
+    click.echo(to_json(result.as_dict()) if as_json else render_fleet(result))
     # The provider is the question --check-only answers first (69); an app that could not start as configured
     # is named either way, and is the exit code (78) when the provider passed.
     if result.config_error:
@@ -146,8 +146,8 @@ def cli(ctx: click.Context, check_only: bool, as_json: bool, **params: Any) -> N
 
 def _run(settings: Settings, flags: dict[str, str | None]) -> int:
     """Preflight; on refusal exit 69 without starting anything; on pass run and supervise the app."""
-    from launcher.preflight import preflight
-    from launcher.report import render_check
+    from launcher.fleet import fleet_preflight
+    from launcher.report import render_fleet
     from launcher.service import make_service
 
     for warning in settings.warnings:
@@ -160,9 +160,9 @@ def _run(settings: Settings, flags: dict[str, str | None]) -> int:
         )
     try:
         with interruptible():
-            result = preflight(settings, os.environ)
+            result = fleet_preflight(settings, os.environ)
             # To stderr: stdout carries the app's own output.
-            click.echo(render_check(result), err=True)
+            click.echo(render_fleet(result), err=True)
             if not result.ok:
                 click.echo("heygem-launch: refusing to start the app", err=True)
                 return exitcodes.UNAVAILABLE

@@ -60,9 +60,11 @@ def snapshot(incident: Incident, watchdog: Watchdog, group: int | None, app_pid:
     }
 
 
-def write(run: RunDir, incident: Incident, data: dict[str, Any]) -> Path:
+def write(run: RunDir, incident: Incident, data: dict[str, Any], program: str = "app") -> Path:
+    """The snapshot's file (named by time, the app's program when there are several, and the kind)."""
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(incident.at)) + f"{incident.at % 1:.3f}"[1:]
-    path = run.path / f"incident-{stamp}-{incident.kind}.json"
+    which = "" if program == "app" else f"{program}-"
+    path = run.path / f"incident-{stamp}-{which}{incident.kind}.json"
     write_json(path, data)
     for old in sorted(run.path.glob("incident-*.json"))[:-KEEP]:
         old.unlink(missing_ok=True)

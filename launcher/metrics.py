@@ -55,6 +55,7 @@ class Metrics(NoMetrics):
             f"{PREFIX}_task_frames_per_second", "a task's frame rate", labels, buckets=FPS_BUCKETS, registry=registry
         )
         self._starts: dict[str, float] = {}
+        self._causes: dict[str, str] = {}
         uptime = Gauge(f"{PREFIX}_app_uptime_seconds", "seconds the running app has been up", registry=registry)
         uptime.set_function(lambda: max((time.time() - t for t in self._starts.values()), default=0.0))
         if gpus is not None:
@@ -67,7 +68,11 @@ class Metrics(NoMetrics):
         start_http_server(port, registry=self.registry)
 
     def preflight(self, ok: bool, cause: str | None, instance: str = "app") -> None:
-        self._preflight.clear()
+        # One series per instance: the cause it had before goes, the other instances' stay.
+        old = self._causes.get(instance)
+        if old is not None and old != (cause or ""):
+            self._preflight.remove(instance, old)
+        self._causes[instance] = cause or ""
         self._preflight.labels(instance, cause or "").set(1 if ok else 0)
 
     def ready(self, ready: bool, instance: str = "app") -> None:

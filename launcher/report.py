@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from launcher.fleet import FleetCheck
 from launcher.preflight import CheckResult
 from launcher.probe import excerpt
 
@@ -124,4 +125,28 @@ def render_check(result: CheckResult) -> str:
     else:
         add(f"REFUSED [{data['cause']}]: {data['message']}")
         add(f"  fix: {data['fix']}")
+    return "\n".join(lines)
+
+
+def render_fleet(fleet: FleetCheck) -> str:
+    """One app: its report, as always. Several: the first refusal's report in full (or the first app's),
+    then one line per GPU and the fleet's verdict under HEYGEM_GPU_POLICY."""
+    text = render_check(fleet.primary)
+    if fleet.single:
+        return text
+    lines = [text, "", f"Per GPU (HEYGEM_GPUS={fleet.settings.gpus}, HEYGEM_GPU_POLICY={fleet.settings.gpu_policy})"]
+    for member in fleet.members:
+        instance, verdict = member.instance, member.check.verdict
+        shown = "passed" if member.check.ok else f"REFUSED [{verdict.cause}]: {excerpt(verdict.message)}"
+        lines.append(
+            f"  {instance.program:<7} {instance.gpu_label:<30} CUDA_VISIBLE_DEVICES={instance.cuda_visible_devices} "
+            f"port {instance.port}: {shown}"
+        )
+    verdict = fleet.verdict
+    lines.append("")
+    lines.append(f"OK: {verdict.message}" if fleet.ok else f"REFUSED [{verdict.cause}]: {verdict.message}")
+    if not fleet.ok:
+        lines.append(f"  fix: {verdict.fix}")
+    for note in verdict.notes if fleet.ok else ():
+        lines.append(f"  ! {note}")
     return "\n".join(lines)

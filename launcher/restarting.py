@@ -17,8 +17,8 @@ from typing import Any
 
 from launcher import exitcodes
 from launcher.errors import LaunchError
-from launcher.preflight import CheckResult, preflight
-from launcher.report import render_check
+from launcher.fleet import FleetCheck, fleet_preflight
+from launcher.report import render_fleet
 from launcher.rundir import RunDir, read_json, remove, write_json
 from launcher.settings import Settings, load_settings
 
@@ -31,7 +31,7 @@ class Generation:
 
     number: int
     settings: Settings
-    check: CheckResult
+    check: FleetCheck
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class Request:
 class Outcome:
     request: Request
     settings: Settings | None = None
-    check: CheckResult | None = None
+    check: FleetCheck | None = None
     error: LaunchError | None = None
 
 
@@ -123,7 +123,7 @@ class RestartFlow:
             settings = load_settings({**self.flags, **request.flags}, self.environ)
             # The run dir holds the running service's socket: it cannot move while it runs.
             settings = replace(settings, run_dir=self.run.path)
-            return Outcome(request, settings, preflight(settings, self.environ))
+            return Outcome(request, settings, fleet_preflight(settings, self.environ))
         except LaunchError as exc:
             return Outcome(request, error=exc)
         except Exception as exc:  # a bug of ours: answered, and the app keeps running
@@ -157,12 +157,12 @@ class RestartFlow:
             exit_code=exitcodes.UNAVAILABLE,
             message=f"refused [{verdict.cause}]: {verdict.message}",
             check=outcome.check.as_dict(),
-            report=render_check(outcome.check),
+            report=render_fleet(outcome.check),
         )
 
     def start_trial(self, outcome: Outcome, previous: Generation, timeout: float) -> None:
         assert outcome.check is not None
-        result = {"check": outcome.check.as_dict(), "report": render_check(outcome.check)}
+        result = {"check": outcome.check.as_dict(), "report": render_fleet(outcome.check)}
         self.trial = Trial(outcome.request, previous, time.monotonic() + timeout, timeout, result)
 
     def deadline_in(self) -> float | None:
@@ -187,7 +187,8 @@ class RestartFlow:
         trial, self.trial = self.trial, None
         app_pid = trial.app_pid
         for old in range(1, generation):
-            remove(self.run.app_env(old))
+            for path in self.run.app_envs(old):
+                remove(path)
         shown = f"pid {app_pid}, " if app_pid else ""
         message = f"app restarted with the new environment ({shown}generation {generation}); it is ready"
         self.log(message)

@@ -63,8 +63,18 @@ class RunDir:
     def supervisord_log(self) -> Path:
         return self.path / "supervisord.log"
 
-    def app_env(self, generation: int) -> Path:
-        return self.path / f"app-env.{generation}.json"
+    def program_log(self, program: str) -> Path:
+        """What supervisord captured of one app's output: `app.log` for the single app, as always."""
+        return self.path / f"{program}.log"
+
+    def app_env(self, generation: int, program: str = "app") -> Path:
+        return self.path / (
+            f"app-env.{generation}.json" if program == "app" else f"app-env.{generation}.{program}.json"
+        )
+
+    def app_envs(self, generation: int) -> list[Path]:
+        """Every app's environment file of a generation."""
+        return [self.app_env(generation), *self.path.glob(f"app-env.{generation}.*.json")]
 
 
 class RunDirError(LaunchError):

@@ -24,9 +24,10 @@ from typing import BinaryIO, TextIO
 from inotify_simple import INotify
 
 from launcher import exitcodes, exitpolicy, gpu, metrics, ports, probe, procs
+from launcher.appruntime import AppRuntime
 from launcher.control import CALL_ERRORS, Supervisor, new_credentials
 from launcher.errors import LaunchError
-from launcher.exitpolicy import RestartBudget
+from launcher.fleet import FleetCheck, MemberCheck
 from launcher.follow import Follower
 from launcher.loaderenv import launcher_child_env
 from launcher.preflight import CheckResult
@@ -43,9 +44,8 @@ from launcher.rundir import (
 )
 from launcher.settings import Settings
 from launcher.signalinbox import SignalInbox
-from launcher.supervisor_config import PROGRAM, Credentials, render
+from launcher.supervisor_config import AppProgram, Credentials, render
 from launcher.watchdog import RECORD, RESTART, STOP, WARN, Incident
-from launcher.watching import AppWatch
 
 TICK = 0.25  # while the app is between states
 IDLE_TIMEOUT = 30.0  # otherwise only a safety net: pidfds, signals and inotify wake the loop
@@ -61,14 +61,14 @@ class Service:
         self,
         settings: Settings,
         flags: Mapping[str, str | None],
-        check: CheckResult,
+        fleet: FleetCheck,
         environ: Mapping[str, str],
         out: BinaryIO,
         err: TextIO,
     ) -> None:
         self.settings = settings
         self.environ = dict(environ)
-        self.check = check
+        self.fleet = fleet
         self.out, self.err = out, err
         self.run: RunDir = prepare(settings.run_dir)
         self.generation = 0
@@ -76,24 +76,37 @@ class Service:
         self.credentials: Credentials | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.pidfile_fd: int | None = None
-        self.app_pid: int | None = None  # the wrapper's pid, which is also the app's process group
-        self.app_pidfd: int | None = None
         self.groups: set[int] = set()  # every app process group seen, for the final sweep
-        self.exit_pending = False
-        self.deliberate = False  # a restart we asked for: not counted, not a crash
-        self.restarts = RestartBudget(settings)
-        self.last_exit = ""
         self.wake_w = -1
         self.flow = RestartFlow(self.run, flags, self.environ, self.wake, self.log)
-        # supervisord's own log says how the app ended ("exited: app (terminated by SIGKILL; not expected)");
+        # supervisord's own log says how an app ended ("exited: app (terminated by SIGKILL; not expected)");
         # getProcessInfo forgets it as soon as the app is respawned.
         self.supervisord_log = Follower(self.run.supervisord_log)
-        self.exit_reason = ""
         self.started_at = time.time()
-        self.watch = AppWatch(settings, self.run, out)
-        self.app_started = False
-        self.next_read = 0.0  # monotonic time before which the app's writes are left to gather
+        self.apps: dict[str, AppRuntime] = {}
+        self.use_fleet(fleet)
+        self.next_read = 0.0  # monotonic time before which the apps' writes are left to gather
         self.metrics: metrics.NoMetrics = metrics.NoMetrics()
+
+    def use_fleet(self, fleet: FleetCheck) -> None:
+        """The apps of a generation: those that run keep their runtime (and restart budget) by program."""
+        self.fleet = self.last_check = fleet
+        several = not fleet.single
+        old, self.apps = self.apps, {}
+        for member in fleet.running:
+            runtime = old.pop(member.instance.program, None)
+            if runtime is None:
+                runtime = AppRuntime(member, fleet.settings, self.run, self.out, several=several)
+            else:
+                runtime.use(member, fleet.settings)
+            self.apps[runtime.program] = runtime
+        for gone in old.values():
+            gone.forget_process()
+            gone.watch.close()
+
+    @property
+    def check(self) -> CheckResult:
+        return self.fleet.primary
 
     # -- output ---------------------------------------------------------------------------------------
     def log(self, message: str) -> None:
@@ -105,34 +118,66 @@ class Service:
         with contextlib.suppress(OSError):
             os.write(self.wake_w, b"R")
 
+    @property
+    def ready(self) -> bool:
+        """All apps ready; with HEYGEM_GPU_POLICY=any, at least one."""
+        readies = [rt.ready for rt in self.apps.values() if not rt.given_up]
+        if self.settings.gpu_policy == "any" and not self.fleet.single:
+            return any(readies)
+        return bool(readies) and all(readies)
+
     def save_state(self) -> None:
-        verdict = self.check.verdict
-        self.metrics.ready(self.watch.saved_ready)
-        self.metrics.preflight(verdict.ok, verdict.cause)
+        last = self.last_check
+        verdict = last.verdict
+        for member in last.members:
+            self.metrics.preflight(member.check.ok, member.check.verdict.cause, member.instance.program)
+        apps = list(self.apps.values())
+        for rt in apps:
+            self.metrics.ready(rt.ready, rt.program)
+        first = apps[0].state() if apps else {}
+        incidents = [rt.watch.open_incident for rt in apps if rt.watch.open_incident]
         write_json(
             self.run.state,
             {
+                # The first app's fields at the top level, as with one app; every app under "instances".
+                **{k: first.get(k) for k in ("ready_at", "missing_markers", "last_incident", "tasks")},
                 "launcher_pid": os.getpid(),
                 "started_at": self.started_at,
                 "generation": self.generation,
-                "restarts": len(self.restarts),
-                "restart_times": list(self.restarts.times),
+                "restarts": sum(len(rt.restarts) for rt in apps),
+                "restart_times": sorted(t for rt in apps for t in rt.restarts.times),
                 "restarting": self.flow.busy(),
-                "last_exit": self.last_exit,
-                "wrapper_pid": self.app_pid,
-                "app_port": self.check.app.port,
-                "app_started": self.app_started,
-                **self.watch.state(),
+                "last_exit": first.get("last_exit", ""),
+                "wrapper_pid": first.get("wrapper_pid"),
+                "app_port": self.check.app.port if not apps else apps[0].port,
+                "app_started": any(rt.app_started for rt in apps),
+                "ready": self.ready,
+                "incident": incidents[0] if incidents else None,
+                "gpu_policy": None if self.fleet.single else self.settings.gpu_policy,
+                "instances": [rt.state() for rt in apps] + [self.refused_state(m) for m in self.fleet.failing],
                 "preflight": {
-                    "skipped": self.check.probe.report.get("skipped", False),
+                    "skipped": last.primary.probe.report.get("skipped", False),
                     "ok": verdict.ok,
                     "cause": verdict.cause,
                     "message": verdict.message,
-                    "checked_at": self.check.checked_at,
-                    "provider": self.check.settings.require_provider,
+                    "checked_at": last.checked_at,
+                    "provider": last.settings.require_provider,
                 },
             },
         )
+
+    @staticmethod
+    def refused_state(member: MemberCheck) -> dict[str, object]:
+        """An app whose GPU did not pass (HEYGEM_GPU_POLICY=any): never started."""
+        verdict = member.check.verdict
+        return {
+            **member.as_dict(),
+            "wrapper_pid": None,
+            "app_started": False,
+            "ready": False,
+            "given_up": f"preflight refused [{verdict.cause}]",
+            "preflight": {"ok": False, "cause": verdict.cause, "message": verdict.message},
+        }
 
     def save_settings(self) -> None:
         """The running generation's settings as given, so that `doctor` (and a probe) use the service's own
@@ -162,21 +207,27 @@ class Service:
         return raw
 
     # -- start ----------------------------------------------------------------------------------------
-    def new_generation(self, settings: Settings, check: CheckResult) -> Generation:
+    def new_generation(self, settings: Settings, fleet: FleetCheck) -> Generation:
         self.generations_made += 1
-        return Generation(self.generations_made, settings, check)
+        return Generation(self.generations_made, settings, fleet)
 
     def write_generation(self, generation: Generation) -> None:
-        """The generation's app environment file and the config that points at it."""
+        """Each app's environment file of the generation, and the config that points at them."""
         assert self.credentials is not None
         self.generation = generation.number
-        self.settings, self.check = generation.settings, generation.check
-        env_file = self.run.app_env(generation.number)
-        write_json(env_file, dict(generation.check.app.env))
+        self.settings = generation.settings
+        self.use_fleet(generation.check)
+        programs = []
+        for rt in self.apps.values():
+            env_file = self.run.app_env(generation.number, rt.program)
+            write_json(env_file, dict(rt.member.check.app.env))
+            programs.append(AppProgram(rt.program, env_file))
         user = "root" if os.geteuid() == 0 else None
         write_private(
             self.run.config,
-            render(self.settings, self.run, self.credentials, env_file=env_file, python=sys.executable, user=user),
+            render(
+                self.settings, self.run, self.credentials, python=sys.executable, user=user, programs=tuple(programs)
+            ),
         )
         self.save_settings()
 
@@ -187,7 +238,8 @@ class Service:
                 f"HEYGEM_RUN_DIR={str(self.run.path)!r}: in use by heygem-launch pid {other}",
                 exit_code=exitcodes.CONFIG,
             )
-        ports.check_free(self.check.app.port)
+        for rt in self.apps.values():
+            ports.check_free(rt.port)
         try:
             self.metrics = metrics.make(self.settings.metrics_port, gpu.inventory)
         except OSError as exc:
@@ -199,7 +251,7 @@ class Service:
         for stale in (self.run.socket, self.run.restart_result, *self.run.restart_requests()):
             remove(stale)
         self.credentials = new_credentials(self.run)
-        self.write_generation(self.new_generation(self.settings, self.check))
+        self.write_generation(self.new_generation(self.settings, self.fleet))
         self.save_state()
         # Its own session: tini's signals reach only us, and we stop the app in order. It dies with us.
         # Loader-safe and without our HEYGEM_* settings: supervisord and the app's wrapper (which runs in the
@@ -273,7 +325,8 @@ class Service:
         # to do (measured: ~1.6 ms a wakeup on this project's VMs), and the launcher idles for days.
         changes = INotify(nonblocking=True)
         try:
-            self.watch.watch_folders(changes)
+            for rt in self.apps.values():
+                rt.watch.watch_folders(changes)
             return self.follow(wake_r, inbox, supervisord_fd, changes)
         finally:
             os.close(supervisord_fd)
@@ -283,12 +336,14 @@ class Service:
         """The loop proper: wake on what happened, act, sleep until the next thing is due."""
         assert self.proc is not None
         while True:
-            self.watch.watch_log_folder(changes)
+            apps = list(self.apps.values())
+            for rt in apps:
+                rt.watch.watch_log_folder(changes)
             # A chatty app (HeyGem logs ~20 records a second per task, each twice) would wake us on
             # every write: after a read, writes are left to gather for READ_INTERVAL.
             gathering = time.monotonic() < self.next_read
             watched = [wake_r, supervisord_fd] + ([] if gathering else [changes.fileno()])
-            watched += [self.app_pidfd] if self.app_pidfd is not None else []
+            watched += [rt.app_pidfd for rt in apps if rt.app_pidfd is not None]
             timeout = self.timeout()
             if gathering:
                 timeout = min(timeout, max(0.0, self.next_read - time.monotonic()))
@@ -298,8 +353,8 @@ class Service:
                     pass
             changes.read(timeout=0)
             signals = inbox.take()
-            found = self.watch.read()
-            if self.watch.read_any:
+            found = {rt.program: rt.watch.read() for rt in apps}
+            if any(rt.watch.read_any for rt in apps):
                 self.next_read = time.monotonic() + READ_INTERVAL
             if signals & {signal.SIGTERM, signal.SIGINT}:
                 name = "SIGTERM" if signal.SIGTERM in signals else "SIGINT"
@@ -315,142 +370,173 @@ class Service:
             outcome = self.flow.preflight_done()
             if outcome is not None:
                 self.finish_restart(outcome)
-            failure = self.watch_app(self.app_pidfd is not None and self.app_pidfd in ready)
-            if failure:
-                self.log(failure)
-                return self.stop(exitcodes.SOFTWARE)
-            self.judge_trial()
-            found += self.watch.check(time.time(), self.app_pid)
-            for incident in found:
-                code = self.handle_incident(incident)
+            self.read_exit_reasons()
+            for rt in list(self.apps.values()):
+                code = self.follow_app(rt, rt.app_pidfd is not None and rt.app_pidfd in ready)
                 if code is not None:
                     return code
-            readiness = self.watch.readiness_changed()
-            if readiness and self.watch.saved_ready:
-                self.log(f"app ready (logged: {', '.join(self.settings.ready_markers)})")
-            if readiness | self.watch.tasks_changed():
+            self.judge_trial()
+            changed = False
+            for rt in list(self.apps.values()):
+                incidents = found.get(rt.program, []) + rt.watch.check(time.time(), rt.app_pid)
+                for incident in incidents:
+                    code = self.handle_incident(rt, incident)
+                    if code is not None:
+                        return code
+                readiness = rt.watch.readiness_changed()
+                if readiness and rt.watch.saved_ready:
+                    self.log(f"{self.named(rt)}ready (logged: {', '.join(self.settings.ready_markers)})")
+                changed |= readiness | rt.watch.tasks_changed()
+                for task in rt.watch.take_finished():
+                    seconds = task.ended_at - task.started_at if task.ended_at is not None else None
+                    self.metrics.task(task.outcome or "hung", seconds, task.fps, rt.program)
+            if changed:
                 self.save_state()
-            for task in self.watch.take_finished():
-                seconds = task.ended_at - task.started_at if task.ended_at is not None else None
-                self.metrics.task(task.outcome or "hung", seconds, task.fps)
+
+    def named(self, rt: AppRuntime) -> str:
+        """How a log line names an app: `app ` alone, `app-1 (GPU 1 (GPU-…)) ` among several."""
+        return "app " if self.fleet.single else f"{rt.program} ({rt.member.instance.gpu_label}) "
 
     def timeout(self) -> float:
         """How long select() may sleep: until the next thing that is due, without waking for nothing."""
-        if self.watch.more:
+        apps = list(self.apps.values())
+        if any(rt.watch.more for rt in apps):
             return 0.0  # a follower stopped at its budget
-        if self.settling():
+        if any(rt.settling() for rt in apps):
             return TICK
         now = time.time()
         trial = self.flow.deadline_in()
         timeout = min(
             [
                 IDLE_TIMEOUT,
-                *(max(0.0, d - now) for d in self.watch.deadlines()),
+                *(max(0.0, d - now) for rt in apps for d in rt.watch.deadlines()),
                 *([trial] if trial is not None else []),
             ]
         )
-        return timeout if self.watch.log_watched else min(timeout, UNWATCHED_POLL)
+        return timeout if all(rt.watch.log_watched for rt in apps) else min(timeout, UNWATCHED_POLL)
 
-    def handle_incident(self, found: Incident) -> int | None:
+    def handle_incident(self, rt: AppRuntime, found: Incident) -> int | None:
         """Snapshot first, then the cure the watchdog named: restart the app, stop (CPU fallback), or only
         record (a failed task that ended). An exit code to stop with."""
-        if found.action == RESTART and self.deliberate:
+        if found.action == RESTART and rt.deliberate:
             return None  # the app is being replaced already: the same episode, seen once more
-        summary, _path = self.watch.record(found, self.app_pid)
-        self.log(summary)
-        self.metrics.incident(found.kind)
+        summary, _path = rt.watch.record(found, rt.app_pid)
+        self.log(summary if self.fleet.single else f"{rt.program}: {summary}")
+        self.metrics.incident(found.kind, rt.program)
         if found.action in (RECORD, WARN):
             if found.action == WARN:
-                self.log("HEYGEM_ON_CPU_FALLBACK=warn: the app keeps running, on the CPU")
+                self.log(f"HEYGEM_ON_CPU_FALLBACK=warn: the {self.named(rt)}keeps running, on the CPU")
             self.save_state()
             return None
         if found.action == STOP:
-            self.watch.keep_open()
-            self.save_state()
-            self.log(f"REFUSED [provider_not_used]: the app fell back to the CPU at run time: {found.line[:300]}")
-            return self.stop(exitcodes.UNAVAILABLE)
-        self.watch.keep_open()
+            rt.watch.keep_open()
+            line = (
+                f"REFUSED [provider_not_used]: the {self.named(rt)}fell back to the CPU at run time: {found.line[:300]}"
+            )
+            return self.give_up(rt, line, exitcodes.UNAVAILABLE)
+        rt.watch.keep_open()
         if self.flow.trial is not None:  # the new generation misbehaves before it was ready: roll back
-            self.rollback(f"the new app had an incident ({found.kind}) before it was ready")
+            self.rollback(f"the new {self.named(rt)}had an incident ({found.kind}) before it was ready")
             return None
-        self.metrics.restart()
-        if self.restarts.record(time.time()):
-            self.log(self.restarts.exceeded(f"incident {found.kind}"))
-            return self.stop(exitcodes.SOFTWARE)
+        self.metrics.restart(rt.program)
+        if rt.restarts.record(time.time()):
+            return self.give_up(rt, rt.restarts.exceeded(f"incident {found.kind}"), exitcodes.SOFTWARE)
         self.save_state()
-        self.restart_app()
+        self.restart_app(rt)
         return None
 
-    def restart_app(self) -> None:
-        """Stop the app's group (SIGKILL at the grace) and start it again; the wrapper clears the old group."""
-        self.expect_new_app()
-        with contextlib.suppress(xmlrpc.client.Fault):  # already stopped
-            self.supervisor.call("stopProcess", PROGRAM, True)
-        self.supervisor.call("startProcess", PROGRAM, False)
-
-    def expect_new_app(self) -> None:
-        """We are replacing the app: its exit is no crash, and nothing seen of it applies to the next one."""
-        self.deliberate = True
-        if self.app_pidfd is not None:
-            os.close(self.app_pidfd)
-            self.app_pidfd = None
-        self.app_pid = None
-        self.exit_pending = False
-        self.exit_reason = ""
-        self.watch.new_instance()
-
-    def settling(self) -> bool:
-        """The app is between states (starting, exited, being replaced): supervisord must be asked often."""
-        return self.app_pidfd is None or self.exit_pending or self.deliberate
-
-    def watch_app(self, exited: bool) -> str | None:
-        """Follow the app through supervisord's states; a message when it must be given up on."""
-        if self.app_pidfd is not None and not exited and not self.exit_pending:
-            return None  # steady state: nothing to ask supervisord
-        info = self.supervisor.call("getProcessInfo", PROGRAM)
-        if exited:
-            assert self.app_pidfd is not None and self.app_pid is not None
-            os.close(self.app_pidfd)
-            self.app_pidfd = None
-            self.exit_pending = not self.deliberate
-            self.watch.new_instance()
-            # The wrapper clears its group before it exits; if the wrapper itself was killed, we do it.
-            if procs.kill_group(self.app_pid):
-                self.log(f"killed what was left of the app's process group {self.app_pid}")
-        state, pid = info["statename"], info["pid"]
-        self.exit_reason = exitpolicy.reason_from_log(self.supervisord_log.read()) or self.exit_reason
-        ended = self.exit_pending and (pid != self.app_pid or state not in ("RUNNING", "STARTING"))
-        if ended or (self.flow.trial is not None and state in ("BACKOFF", "EXITED", "FATAL")):
-            self.exit_pending = False
-            self.app_pid = None
-            self.last_exit = self.ended_how(info)
-            if self.flow.trial is not None:
-                self.rollback(f"the new app exited ({self.last_exit}) before it was ready")
-                return None
-            self.metrics.restart()
-            too_many = self.restarts.record(time.time())
+    def give_up(self, rt: AppRuntime, line: str, code: int) -> int | None:
+        """An app that cannot go on. One app, or HEYGEM_GPU_POLICY=all: stop everything with `code`. With `any`
+        and another app still running: stop only this one, and say so."""
+        others = [o for o in self.apps.values() if o is not rt and not o.given_up]
+        if self.fleet.single or self.settings.gpu_policy != "any" or not others:
             self.save_state()
-            self.log(f"app exited ({self.last_exit}); supervisord restarts it")
+            self.log(line)
+            return self.stop(code)
+        self.log(f"{line}; HEYGEM_GPU_POLICY=any: stopping {rt.program} only, {len(others)} app(s) run on")
+        rt.given_up = line
+        rt.deliberate = True
+        with contextlib.suppress(xmlrpc.client.Fault):
+            self.supervisor.call("stopProcess", rt.program, True)
+        rt.forget_process()
+        self.metrics.app_started(None, rt.program)
+        self.save_state()
+        return None
+
+    def restart_app(self, rt: AppRuntime) -> None:
+        """Stop the app's group (SIGKILL at the grace) and start it again; the wrapper clears the old group."""
+        self.expect_new_app(rt)
+        with contextlib.suppress(xmlrpc.client.Fault):  # already stopped
+            self.supervisor.call("stopProcess", rt.program, True)
+        self.supervisor.call("startProcess", rt.program, False)
+
+    def expect_new_app(self, rt: AppRuntime) -> None:
+        """We are replacing the app: its exit is no crash, and nothing seen of it applies to the next one."""
+        rt.deliberate = True
+        rt.forget_process()
+
+    def read_exit_reasons(self) -> None:
+        """supervisord's log lines on how apps ended, each kept for its app until used."""
+        for program, how in exitpolicy.reasons_from_log(self.supervisord_log.read()).items():
+            if program in self.apps:
+                self.apps[program].exit_reason = how
+
+    def follow_app(self, rt: AppRuntime, exited: bool) -> int | None:
+        """Follow an app through supervisord's states; an exit code when the service must stop."""
+        if rt.given_up:
+            return None
+        failure = self.watch_app(rt, exited)
+        if failure is None:
+            return None
+        return self.give_up(rt, failure, exitcodes.SOFTWARE)
+
+    def watch_app(self, rt: AppRuntime, exited: bool) -> str | None:
+        """Follow the app through supervisord's states; a message when it must be given up on."""
+        if rt.app_pidfd is not None and not exited and not rt.exit_pending:
+            return None  # steady state: nothing to ask supervisord
+        info = self.supervisor.call("getProcessInfo", rt.program)
+        if exited:
+            assert rt.app_pidfd is not None and rt.app_pid is not None
+            os.close(rt.app_pidfd)
+            rt.app_pidfd = None
+            rt.exit_pending = not rt.deliberate
+            rt.watch.new_instance()
+            # The wrapper clears its group before it exits; if the wrapper itself was killed, we do it.
+            if procs.kill_group(rt.app_pid):
+                self.log(f"killed what was left of the {self.named(rt)}process group {rt.app_pid}")
+        state, pid = info["statename"], info["pid"]
+        ended = rt.exit_pending and (pid != rt.app_pid or state not in ("RUNNING", "STARTING"))
+        if ended or (self.flow.trial is not None and state in ("BACKOFF", "EXITED", "FATAL")):
+            rt.exit_pending = False
+            rt.app_pid = None
+            rt.last_exit = self.ended_how(rt, info)
+            if self.flow.trial is not None:
+                self.rollback(f"the new {self.named(rt)}exited ({rt.last_exit}) before it was ready")
+                return None
+            self.metrics.restart(rt.program)
+            too_many = rt.restarts.record(time.time())
+            self.save_state()
+            self.log(f"{self.named(rt)}exited ({rt.last_exit}); supervisord restarts it")
             if too_many:
-                return self.restarts.crashed_too_often(self.last_exit, self.last_output())
+                return rt.restarts.crashed_too_often(rt.last_exit, self.last_output(rt))
         if state == "FATAL":
-            reason = info["spawnerr"] or self.last_exit or exitpolicy.exit_reason(None, info)
-            return exitpolicy.fatal_line(self.settings, reason, self.last_output())
-        if state in ("STARTING", "RUNNING") and pid and pid != self.app_pid and self.app_pidfd is None:
-            self.app_pid = pid
-            self.app_pidfd = os.pidfd_open(pid)
+            reason = info["spawnerr"] or rt.last_exit or exitpolicy.exit_reason(None, info)
+            return exitpolicy.fatal_line(self.settings, reason, self.last_output(rt))
+        if state in ("STARTING", "RUNNING") and pid and pid != rt.app_pid and rt.app_pidfd is None:
+            rt.app_pid = pid
+            rt.app_pidfd = os.pidfd_open(pid)
             started = procs.start_time(pid) or float(info["start"])
-            self.watch.started(started)
-            self.metrics.app_started(started)
+            rt.watch.started(started)
+            self.metrics.app_started(started, rt.program)
             self.groups.add(pid)
             app = self.app_of(pid)
             shown = f"pid {app} (wrapper {pid})" if app else f"wrapper pid {pid}"
-            self.log(f"app started: {shown}, generation {self.generation}")
-            self.app_started = True
+            self.log(f"{self.named(rt)}started: {shown}, generation {self.generation}")
+            rt.app_started = True
             self.save_state()
-            if self.deliberate:
-                self.deliberate = False
-                if self.flow.trial is not None:
+            if rt.deliberate:
+                rt.deliberate = False
+                if self.flow.trial is not None and self.flow.trial.app_pid is None:
                     self.flow.trial.app_pid = app
         return None
 
@@ -463,21 +549,21 @@ class Service:
                 return app
             time.sleep(0.01)
 
-    def ended_how(self, info: Mapping[str, object]) -> str:
+    def ended_how(self, rt: AppRuntime, info: Mapping[str, object]) -> str:
         """How the app ended, with its exit status or signal: supervisord's log line, waited for briefly."""
         deadline = time.monotonic() + EXIT_LINE_WAIT
-        while not self.exit_reason and time.monotonic() < deadline:
+        while not rt.exit_reason and time.monotonic() < deadline:
             time.sleep(0.05)
-            self.exit_reason = exitpolicy.reason_from_log(self.supervisord_log.read()) or ""
-        how, self.exit_reason = exitpolicy.exit_reason(self.exit_reason or None, info), ""
+            self.read_exit_reasons()
+        how, rt.exit_reason = exitpolicy.exit_reason(rt.exit_reason or None, info), ""
         return how
 
-    def last_output(self) -> str:
-        return exitpolicy.last_output(self.run.app_log)
+    def last_output(self, rt: AppRuntime) -> str:
+        return exitpolicy.last_output(self.run.program_log(rt.program))
 
     # -- stop -----------------------------------------------------------------------------------------
     def stop(self, code: int) -> int:
-        """Stop the app group within the grace, then supervisord; nothing of the app is left behind."""
+        """Stop the app groups within the grace, then supervisord; nothing of the apps is left behind."""
         assert self.proc is not None
         with contextlib.suppress(*CALL_ERRORS):
             self.supervisor.call("shutdown")
@@ -493,9 +579,10 @@ class Service:
             self.flow.stop()
         if os.getpid() == 1:
             procs.reap_orphans(None)
-        with contextlib.suppress(OSError, LaunchError):  # the output's end is worth less than a clean stop
-            self.watch.copy_output(final=True)
-        self.watch.close()
+        for rt in self.apps.values():
+            with contextlib.suppress(OSError, LaunchError):  # the output's end is worth less than a clean stop
+                rt.watch.copy_output(final=True)
+            rt.watch.close()
         remove(self.run.pidfile)
         if self.pidfile_fd is not None:
             os.close(self.pidfile_fd)
@@ -505,41 +592,49 @@ class Service:
 
     # -- restart after a config change (restarting.py holds the flow) ----------------------------------
     def finish_restart(self, outcome) -> None:  # type: ignore[no-untyped-def]
-        """The restart's preflight is done: refuse (the app untouched), or install the new generation on trial."""
-        if outcome.error is None and outcome.check is not None and outcome.check.app.port != self.check.app.port:
+        """The restart's preflight is done: refuse (the apps untouched), or install the new generation on trial."""
+        if outcome.error is None and outcome.check is not None:
+            ours = {rt.port for rt in self.apps.values()}
             try:
-                ports.check_free(outcome.check.app.port)  # a move onto a busy port: Gradio would go elsewhere
+                for member in outcome.check.running:
+                    if member.check.app.port not in ours:
+                        ports.check_free(member.check.app.port)  # a move onto a busy port: Gradio would go elsewhere
             except LaunchError as exc:
                 outcome = replace(outcome, error=exc)
         if outcome.error is not None or outcome.check is None or not outcome.check.ok:
             if outcome.check is not None:
-                self.check = outcome.check  # `status` shows the last preflight, even a refused one
+                self.last_check = outcome.check  # `status` shows the last preflight, even a refused one
                 self.save_state()
             self.flow.refuse(outcome)
             self.flow.next()
             return
         assert outcome.settings is not None
-        previous = Generation(self.generation, self.settings, self.check)
+        previous = Generation(self.generation, self.settings, self.fleet)
         self.flow.start_trial(outcome, previous, outcome.settings.restart_timeout)
         self.install(self.new_generation(outcome.settings, outcome.check))
         self.log(f"preflight passed; app restarting with generation {self.generation}")
 
     def install(self, generation: Generation) -> None:
-        """Point supervisord at a generation and restart the app group (supervisorctl's `update`)."""
-        self.write_generation(generation)
-        self.watch.use(self.settings)  # its patterns and markers
-        self.restarts.use(self.settings)
-        self.expect_new_app()
+        """Point supervisord at a generation and restart the app groups (supervisorctl's `update`)."""
+        before = list(self.apps)
+        self.write_generation(generation)  # the apps of the generation, their patterns and markers
+        for rt in self.apps.values():
+            self.expect_new_app(rt)
+            rt.given_up = ""
         self.supervisor.call("reloadConfig")
-        with contextlib.suppress(xmlrpc.client.Fault):  # already stopped (FATAL, BACKOFF) is fine
-            self.supervisor.call("stopProcessGroup", PROGRAM, True)
-        self.supervisor.call("removeProcessGroup", PROGRAM)
-        self.supervisor.call("addProcessGroup", PROGRAM)
+        for program in before:
+            with contextlib.suppress(xmlrpc.client.Fault):  # already stopped (FATAL, BACKOFF) is fine
+                self.supervisor.call("stopProcessGroup", program, True)
+            with contextlib.suppress(xmlrpc.client.Fault):
+                self.supervisor.call("removeProcessGroup", program)
+        for program in self.apps:
+            self.supervisor.call("addProcessGroup", program)
         self.save_state()
 
     def judge_trial(self) -> None:
-        """A new generation on trial passes once ready; past HEYGEM_RESTART_TIMEOUT it is rolled back."""
-        verdict = self.flow.judge(self.app_pidfd is not None and self.watch.state()["ready"], time.monotonic())
+        """A new generation on trial passes once every app is ready; past HEYGEM_RESTART_TIMEOUT it is rolled back."""
+        apps = list(self.apps.values())
+        verdict = self.flow.judge(bool(apps) and all(rt.ready for rt in apps), time.monotonic())
         if verdict == PASSED:
             self.flow.passed(self.generation)
         elif verdict is not None:
@@ -549,13 +644,14 @@ class Service:
         previous = self.flow.failed(reason)
         failed = self.generation
         self.install(previous)
-        remove(self.run.app_env(failed))
+        for path in self.run.app_envs(failed):
+            remove(path)
         self.flow.next()
 
 
-def make_service(settings: Settings, flags: Mapping[str, str | None], check: CheckResult) -> Service:
-    return Service(settings, flags, check, os.environ, sys.stdout.buffer, sys.stderr)
+def make_service(settings: Settings, flags: Mapping[str, str | None], fleet: FleetCheck) -> Service:
+    return Service(settings, flags, fleet, os.environ, sys.stdout.buffer, sys.stderr)
 
 
-def run_service(settings: Settings, flags: Mapping[str, str | None], check: CheckResult) -> int:
-    return make_service(settings, flags, check).serve()
+def run_service(settings: Settings, flags: Mapping[str, str | None], fleet: FleetCheck) -> int:
+    return make_service(settings, flags, fleet).serve()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from launcher import values as checks
 from launcher.errors import ConfigError
+from launcher.instances import POLICIES, GpuSelection, parse_gpus
 from launcher.masking import mask_value
 from launcher.rundir import SOCKET_NAME
 
@@ -264,6 +265,22 @@ SPECS: tuple[Spec, ...] = (
         "the app's HTTP port, handed to it as GRADIO_SERVER_PORT (default: GRADIO_SERVER_PORT, else 7860)",
     ),
     Spec(
+        "HEYGEM_GPUS",
+        "gpus",
+        parse_gpus,
+        lambda: "",
+        "one app per GPU: all, a count, or a comma-separated list of GPU indices or UUIDs; each app gets its GPU "
+        "as CUDA_VISIBLE_DEVICES and port HEYGEM_APP_PORT + i (default: one app, not pinned)",
+    ),
+    Spec(
+        "HEYGEM_GPU_POLICY",
+        "gpu_policy",
+        _choice(*POLICIES),
+        lambda: "all",
+        "with HEYGEM_GPUS: all: refuse to start unless every GPU passes the preflight; any: start the apps whose "
+        "GPU passed and report the others",
+    ),
+    Spec(
         "HEYGEM_METRICS_PORT",
         "metrics_port",
         _port,
@@ -433,6 +450,8 @@ class Settings:
     log_backups: int
     app_log: Path  # resolved against app_dir by build_settings
     app_port: int | None
+    gpus: GpuSelection | None
+    gpu_policy: str
     metrics_port: int | None
     preflight: str
     stall_seconds: float

@@ -45,17 +45,29 @@ def app_command(python: str, env_file: Path, argv: tuple[str, ...]) -> str:
     return shlex.join(["/bin/sh", str(WRAPPER), python, str(env_file), *argv])
 
 
+@dataclass(frozen=True)
+class AppProgram:
+    """One supervised app: its program name and the environment file its wrapper applies."""
+
+    name: str
+    env_file: Path
+
+
 def render(
     settings: Settings,
     run: RunDir,
     credentials: Credentials,
     *,
-    env_file: Path,
+    env_file: Path | None = None,
     python: str,
     user: str | None,
+    programs: tuple[AppProgram, ...] = (),
 ) -> str:
-    """The whole config; `user` is set only when running as root, to keep supervisord from logging CRIT."""
-    s = settings
+    """The whole config: one `[program:…]` per app (`programs`, or the single `app` with `env_file`);
+    `user` is set only when running as root, to keep supervisord from logging CRIT."""
+    if not programs:
+        assert env_file is not None
+        programs = (AppProgram(PROGRAM, env_file),)
     lines = [
         "[supervisord]",
         "nodaemon=true",
@@ -77,8 +89,17 @@ def render(
         "[rpcinterface:supervisor]",
         "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
         "",
-        f"[program:{PROGRAM}]",
-        f"command={_value(app_command(python, env_file, s.app_command))}",
+    ]
+    for program in programs:
+        lines += _program(settings, run, program, python)
+    return "\n".join(lines)
+
+
+def _program(settings: Settings, run: RunDir, program: AppProgram, python: str) -> list[str]:
+    s = settings
+    return [
+        f"[program:{program.name}]",
+        f"command={_value(app_command(python, program.env_file, s.app_command))}",
         f"directory={_value(str(s.app_dir))}",
         "autostart=true",
         "autorestart=true",
@@ -89,9 +110,8 @@ def render(
         f"stopasgroup={'true' if s.stop_as_group else 'false'}",
         f"killasgroup={'true' if s.stop_as_group else 'false'}",
         "redirect_stderr=true",
-        f"stdout_logfile={_value(str(run.app_log))}",
+        f"stdout_logfile={_value(str(run.program_log(program.name)))}",
         f"stdout_logfile_maxbytes={s.log_max_bytes}",
         f"stdout_logfile_backups={s.log_backups}",
         "",
     ]
-    return "\n".join(lines)

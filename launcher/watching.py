@@ -25,11 +25,23 @@ CPU = "CPUExecutionProvider"
 
 
 class AppWatch:
-    def __init__(self, settings: Settings, run: RunDir, out: BinaryIO) -> None:
-        self.run, self.out = run, out
+    def __init__(
+        self,
+        settings: Settings,
+        run: RunDir,
+        out: BinaryIO,
+        *,
+        program: str = "app",
+        own_log: bool = True,
+        prefix: bytes = b"",
+    ) -> None:
+        """`program`: the supervisord program whose output is watched. `own_log`: follow HeyGem's own log
+        file too; not when several apps share one app dir, and so one log (every record also reaches the
+        app's stderr, FIELD.md section 2). `prefix`: put before each line copied to stdout."""
+        self.run, self.out, self.program, self.own_log, self.prefix = run, out, program, own_log, prefix
         # What supervisord captured of the app's stdout and stderr. The run dir outlives the container's
         # restarts: what the file holds now is an earlier run's.
-        self.output = Follower(run.app_log, from_end=True, line_max=settings.line_max)
+        self.output = Follower(run.program_log(program), from_end=True, line_max=settings.line_max)
         self.log: Follower | None = None
         self.watchdog: Watchdog | None = None
         self.open_incident: dict[str, Any] | None = None  # from the trigger until the new app is ready
@@ -50,8 +62,8 @@ class AppWatch:
         if self.log is not None:
             self.log.close()
         # HeyGem's own log; lines already in it belong to an earlier run (the repo even ships old ones).
-        self.log = Follower(settings.app_log, from_end=True, line_max=settings.line_max)
-        self.log_watched = False  # inotify on its folder, once that exists
+        self.log = Follower(settings.app_log, from_end=True, line_max=settings.line_max) if self.own_log else None
+        self.log_watched = not self.own_log  # inotify on its folder, once that exists
         self.gpu_checked = False
         self.saved_ready = False
         self.saved_tasks: list[tuple[str, str, str | None]] = []
@@ -77,7 +89,8 @@ class AppWatch:
     def copy_output(self, final: bool = False) -> list[bytes]:
         lines = self.output.read() + (self.output.flush() if final else [])
         if lines:
-            self.out.write(b"\n".join(lines) + b"\n")
+            shown = [self.prefix + line for line in lines] if self.prefix else lines
+            self.out.write(b"\n".join(shown) + b"\n")
             self.out.flush()
         return lines
 
@@ -88,11 +101,11 @@ class AppWatch:
 
     def read(self) -> list[Incident]:
         """Copy the app's output to stdout; feed it and HeyGem's log to the watchdog."""
-        assert self.watchdog is not None and self.log is not None
+        assert self.watchdog is not None
         now = time.time()
         found: list[Incident] = []
         self.read_any = False
-        for source, lines in (("output", self.copy_output()), ("log", self.log.read())):
+        for source, lines in (("output", self.copy_output()), ("log", self.log.read() if self.log else [])):
             self.read_any = self.read_any or bool(lines)
             for raw in lines:
                 found += self.watchdog.feed(raw.decode("utf-8", errors="replace"), now, source)
@@ -174,8 +187,8 @@ class AppWatch:
         """Write the incident's snapshot; its one summary line for the log, and the file."""
         assert self.watchdog is not None
         app = procs.first_child(group) if group else None
-        data = incident.snapshot(found, self.watchdog, group, app)
-        path = incident.write(self.run, found, data)
+        data = {**incident.snapshot(found, self.watchdog, group, app), "program": self.program}
+        path = incident.write(self.run, found, data, self.program)
         self.last_incident = {**found.as_dict(), "snapshot": str(path)}
         return incident.summary(found, data, path), path
 
