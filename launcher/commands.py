@@ -42,7 +42,9 @@ class Status:
 
     @property
     def ok(self) -> bool:
-        return self.running and all(p["state"] == "RUNNING" for p in self.programs)
+        """Every app that was not given up (HEYGEM_GPU_POLICY=any) is RUNNING."""
+        live = [p for p in self.programs if not p.get("given_up")]
+        return self.running and bool(live) and all(p["state"] == "RUNNING" for p in live)
 
     def as_dict(self) -> dict[str, Any]:
         preflight = self.state.get("preflight") or {}
@@ -57,6 +59,7 @@ class Status:
             "incident": self.state.get("incident"),
             "last_incident": self.state.get("last_incident"),
             "tasks": self.state.get("tasks", []),
+            "gpu_policy": self.state.get("gpu_policy"),
             "error": self.error or None,
         }
 
@@ -73,9 +76,11 @@ def status(settings: Settings | RunDir) -> Status:
         infos = Supervisor(run).call("getAllProcessInfo")
     except CALL_ERRORS as exc:
         return Status(False, pid, state=state, error=f"supervisord does not answer: {exc}")
+    apps = {a.get("program"): a for a in state.get("instances") or [] if isinstance(a, dict)}
     programs = []
     for info in infos:
         wrapper = info["pid"] or None
+        app = apps.get(info["name"], state)  # an older launcher's state has one app, at the top level
         programs.append(
             {
                 "name": info["name"],
@@ -83,11 +88,40 @@ def status(settings: Settings | RunDir) -> Status:
                 "pid": procs.first_child(wrapper) if wrapper else None,
                 "wrapper_pid": wrapper,
                 "uptime_s": (info["now"] - info["start"]) if info["statename"] == "RUNNING" else 0,
-                "restarts": state.get("restarts", 0),
-                "last_exit": state.get("last_exit") or None,
+                "restarts": app.get("restarts", 0),
+                "last_exit": app.get("last_exit") or None,
                 "description": info["description"],
+                "port": app.get("port", state.get("app_port")),
+                "cuda_visible_devices": app.get("cuda_visible_devices"),
+                "gpu": app.get("gpu"),
+                "ready": bool(app.get("ready")),
+                "incident": app.get("incident"),
+                "given_up": app.get("given_up"),
+                "tasks": app.get("tasks", []),
             }
         )
+    # Apps whose GPU the preflight refused (HEYGEM_GPU_POLICY=any) are not supervisord's: listed as such.
+    for name, app in apps.items():
+        if name not in {p["name"] for p in programs}:
+            programs.append(
+                {
+                    "name": name,
+                    "state": "NOT STARTED",
+                    "pid": None,
+                    "wrapper_pid": None,
+                    "uptime_s": 0,
+                    "restarts": 0,
+                    "last_exit": None,
+                    "description": app.get("given_up") or "",
+                    "port": app.get("port"),
+                    "cuda_visible_devices": app.get("cuda_visible_devices"),
+                    "gpu": app.get("gpu"),
+                    "ready": False,
+                    "incident": None,
+                    "given_up": app.get("given_up"),
+                    "tasks": [],
+                }
+            )
     return Status(True, pid, programs, state)
 
 
@@ -95,11 +129,18 @@ def render_status(result: Status) -> str:
     if not result.running:
         return f"heygem-launch: {result.error}"
     lines = [f"heygem-launch pid {result.launcher_pid}"]
+    several = len(result.programs) > 1
     for p in result.programs:
         lines.append(
             f"  {p['name']:<6} {p['state']:<9} pid {p['pid'] or '-':<8} up {p['uptime_s']:>6} s  "
             f"restarts {p['restarts']}" + (f"  last exit: {p['last_exit']}" if p["last_exit"] else "")
         )
+        if several:
+            gone = f"  given up: {p['given_up']}" if p.get("given_up") else ""
+            lines.append(
+                f"         {p.get('gpu')}, CUDA_VISIBLE_DEVICES={p.get('cuda_visible_devices')}, port {p.get('port')}, "
+                f"ready: {'yes' if p.get('ready') else 'no'}{gone}"
+            )
     pre = result.state.get("preflight") or {}
     if pre:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(pre.get("checked_at", 0)))

@@ -21,9 +21,9 @@ from typing import Any
 
 from launcher import gpu, procs
 from launcher.commands import status
+from launcher.fleet import FleetCheck, fleet_preflight
 from launcher.heygem_log import ort_line_time, parse_record, split_code, strip_colour
 from launcher.masking import mask_env
-from launcher.preflight import CheckResult, run_preflight
 from launcher.rundir import RunDir
 from launcher.settings import Settings
 
@@ -43,7 +43,7 @@ PROVIDER_LIB = "libonnxruntime_providers_cuda.so"
 @dataclass
 class Doctor:
     gpus: gpu.Inventory
-    check: CheckResult
+    check: FleetCheck
     service: dict[str, Any]
     app_pid: int | None
     app_env: dict[str, str]
@@ -110,6 +110,11 @@ def _service(settings: Settings) -> tuple[dict[str, Any], int | None]:
         "uptime_s": app["uptime_s"],
         "restarts": app["restarts"],
         "last_incident": result.state.get("last_incident"),
+        # Every app (one per GPU with HEYGEM_GPUS); the process checks below look at all of their groups.
+        "apps": [
+            {k: p.get(k) for k in ("name", "state", "pid", "gpu", "cuda_visible_devices", "port", "ready", "restarts")}
+            for p in result.programs
+        ],
     }
     return service, app["pid"]
 
@@ -220,16 +225,17 @@ def run_doctor(settings: Settings, environ: dict[str, str]) -> Doctor:
         if app_pid is not None:
             service["app_started_by_hand"] = app_pid
     app_env = procs.environ_of(app_pid) if app_pid else {}
-    app_proc = procs.read_proc(app_pid) if app_pid else None
-    group = app_proc.pgrp if app_proc else None
-    members = procs.group_members(group) if group else []
+    pids = [a["pid"] for a in service.get("apps", []) if a.get("pid")] or ([app_pid] if app_pid else [])
+    groups = {p.pgrp for p in (procs.read_proc(pid) for pid in pids) if p is not None}
+    members = [m for group in sorted(groups) for m in procs.group_members(group)]
     uses = [u for u in (procs.gpu_use(p.pid) for p in members) if u is not None]
     ort = [u for u in (procs.ort_use(p.pid) for p in members) if u is not None]
     since = procs.start_time(app_pid) if app_pid else None
-    output = RunDir(settings.run_dir).app_log if service.get("running") else None
+    first = (service.get("apps") or [{"name": "app"}])[0]["name"]
+    output = RunDir(settings.run_dir).program_log(first) if service.get("running") else None
     d = Doctor(
         gpu.inventory(),
-        run_preflight(settings, environ, start=False),
+        fleet_preflight(settings, environ, start=False),
         service,
         app_pid,
         app_env,
@@ -260,6 +266,12 @@ def render(d: Doctor) -> str:
             f"  heygem-launch pid {s['launcher_pid']}; app {s['app_state']} pid {d.app_pid}, "
             f"up {s['uptime_s']} s, {s['restarts']} restarts"
         )
+        for app in s.get("apps", []) if len(s.get("apps", [])) > 1 else []:
+            lines.append(
+                f"    {app['name']}: {app['state']} pid {app['pid']}, {app['gpu']}, "
+                f"CUDA_VISIBLE_DEVICES={app['cuda_visible_devices']}, port {app['port']}, "
+                f"ready {'yes' if app['ready'] else 'no'}, {app['restarts']} restarts"
+            )
     else:
         lines.append(
             f"  {s.get('reason')}"

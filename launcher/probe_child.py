@@ -20,6 +20,8 @@ report = {
     "executable": sys.executable,
     "cwd": os.getcwd(),
     "ld_library_path": os.environ.get("LD_LIBRARY_PATH"),
+    # The GPU this probe is pinned to (one probe per GPU with HEYGEM_GPUS), as the CUDA runtime will read it.
+    "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
 }
 started = time.monotonic()
 

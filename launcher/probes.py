@@ -37,18 +37,44 @@ def _port_answers(port: int) -> bool:
         connection.close()
 
 
+def _apps(state: dict[str, object]) -> list[dict[str, object]]:
+    """The apps the state file lists (a run dir of an older launcher has one, named `app`), given-up ones
+    (HEYGEM_GPU_POLICY=any) left out."""
+    listed = state.get("instances")
+    if not isinstance(listed, list) or not listed:
+        return [{**state, "program": PROGRAM}]
+    return [a for a in listed if isinstance(a, dict) and not a.get("given_up")]
+
+
 def probe(kind: str, run: RunDir) -> ProbeAnswer:
+    """Docker's and Kubernetes' probe: every app must pass, or with HEYGEM_GPU_POLICY=any at least one."""
+    if running_pid(run) is None:
+        return ProbeAnswer(kind, False, f"heygem-launch is not running (run dir {run.path})")
+    state = read_json(run.state) or {}
+    apps = _apps(state)
+    if not apps:
+        return ProbeAnswer(kind, False, "no app runs: every app was given up")
+    supervisor = Supervisor(run, timeout=ANSWER_TIMEOUT)
+    answers = []
+    for app in apps:
+        try:
+            info = supervisor.call("getProcessInfo", str(app.get("program") or PROGRAM))
+        except CALL_ERRORS as exc:
+            return ProbeAnswer(kind, False, f"supervisord does not answer: {exc}")
+        answers.append(_one(kind, state, app, info["statename"]))
+    if len(answers) == 1:
+        return answers[0]
+    named = [f"{app.get('program')}: {a.reason}" for app, a in zip(apps, answers, strict=True)]
+    passed = [a for a in answers if a.ok]
+    any_policy = state.get("gpu_policy") == "any"
+    ok = bool(passed) if any_policy else len(passed) == len(answers)
+    rule = "HEYGEM_GPU_POLICY=any: one is enough" if any_policy else "all must pass"
+    return ProbeAnswer(kind, ok, f"{len(passed)} of {len(answers)} apps pass ({rule}); " + "; ".join(named))
+
+
+def _one(kind: str, state: dict[str, object], app: dict[str, object], app_state: str) -> ProbeAnswer:
     def answer(ok: bool, reason: str) -> ProbeAnswer:
         return ProbeAnswer(kind, ok, reason)
-
-    if running_pid(run) is None:
-        return answer(False, f"heygem-launch is not running (run dir {run.path})")
-    state = read_json(run.state) or {}
-    try:
-        info = Supervisor(run, timeout=ANSWER_TIMEOUT).call("getProcessInfo", PROGRAM)
-    except CALL_ERRORS as exc:
-        return answer(False, f"supervisord does not answer: {exc}")
-    app_state = info["statename"]
 
     if kind == "live":
         # heygem-launch runs the watchdog in its own process: its pid being alive is the watchdog's.
@@ -58,21 +84,23 @@ def probe(kind: str, run: RunDir) -> ProbeAnswer:
 
     if kind == "startup":
         preflight = state.get("preflight") or {}
+        assert isinstance(preflight, dict)
         if not preflight.get("ok"):
             return answer(False, f"the preflight did not pass ({preflight.get('cause')})")
-        if not state.get("app_started") or app_state != "RUNNING":
+        if not app.get("app_started") or app_state != "RUNNING":
             return answer(False, f"the app has not started yet ({app_state})")
         return answer(True, "preflight passed and the app started")
 
     if app_state != "RUNNING":
         return answer(False, f"the app is {app_state}")
-    if state.get("incident"):
-        incident = state["incident"]
+    incident = app.get("incident")
+    if isinstance(incident, dict):
         return answer(False, f"incident open: {incident.get('kind')} ({incident.get('snapshot')})")
-    if not state.get("ready"):
-        missing = state.get("missing_markers") or []
+    if not app.get("ready"):
+        missing = app.get("missing_markers") or []
+        assert isinstance(missing, list)
         return answer(False, "not logged yet: " + "; ".join(missing) if missing else "the app is not ready yet")
-    port = int(state.get("app_port") or 7860)
+    port = int(str(app.get("app_port") or app.get("port") or 7860))
     if not _port_answers(port):
         return answer(False, f"port {port} does not answer")
     return answer(True, f"both workers up, port {port} answers, no incident")

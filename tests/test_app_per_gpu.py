@@ -1,0 +1,270 @@
+"""An app per GPU (HEYGEM_GPUS, HEYGEM_GPU_POLICY).
+
+This machine has no GPU. What can be real here is: the planning from NVML figures (an `Inventory` built from
+the figures a two-GPU machine reports: the one stand-in, for a driver this machine lacks), the per-GPU
+preflight with real probe children each pinned by CUDA_VISIBLE_DEVICES, real verdicts (CUDA refuses here for
+real, the CPU provider passes for real), and two real apps under one real supervisord with
+HEYGEM_REQUIRE_PROVIDER=CPUExecutionProvider, killed and blocked for real. The GPU path itself is in
+test_gpu.py (`gpu` marker)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from launcher import gpu
+from launcher.errors import ConfigError
+from launcher.fleet import FleetCheck, MemberCheck, fleet_preflight
+from launcher.instances import GpuSelection, Instance, parse_gpus, plan
+from launcher.preflight import run_preflight
+from launcher.report import render_fleet
+from launcher.settings import load_settings
+from tests import harness
+from tests.conftest import LAUNCH, clean_environ
+from tests.harness import control, environ_of, wait_for
+
+UUID0, UUID1 = "GPU-0b1c6b5e-5a3f-11ee-8c99-0242ac120002", "GPU-8f2d7c1a-5a3f-11ee-8c99-0242ac120002"
+# What NVML reports on a two-GPU machine (two H200s), as `launcher.gpu.inventory()` would build it.
+TWO_GPUS = gpu.Inventory(
+    True,
+    "",
+    "570.86.15",
+    "12.8",
+    (
+        gpu.Gpu(0, "NVIDIA H200", UUID0, 143771, 512, 0, 0),
+        gpu.Gpu(1, "NVIDIA H200", UUID1, 143771, 512, 0, 0),
+    ),
+)
+NO_DRIVER = gpu.Inventory(False, "no NVIDIA driver: libnvidia-ml.so.1 not found")
+
+
+# -- HEYGEM_GPUS --------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("", None),
+        ("all", GpuSelection("all")),
+        ("ALL", GpuSelection("all")),
+        ("2", GpuSelection("count", 2)),
+        ("0,1", GpuSelection("list", 2, ("0", "1"))),
+        (UUID1, GpuSelection("list", 1, (UUID1,))),
+    ],
+)
+def test_gpus_setting_parses(raw: str, expected: GpuSelection | None) -> None:
+    assert parse_gpus(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["0", "65", "x", "1,1", "0,,1", "-1", "gpu0"])
+def test_bad_gpus_setting_is_one_line_naming_the_key(raw: str) -> None:
+    with pytest.raises(ConfigError, match=r"^HEYGEM_GPUS="):
+        load_settings({"HEYGEM_GPUS": raw}, environ={})
+
+
+def test_bad_gpu_policy_names_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"^HEYGEM_GPU_POLICY='some'.*all, any"):
+        load_settings({"HEYGEM_GPU_POLICY": "some"}, environ={})
+
+
+# -- planning from NVML figures -----------------------------------------------------------------------
+def test_default_is_the_single_unpinned_app() -> None:
+    assert plan(None, None, TWO_GPUS, 7860) == (Instance(0, "app", None, None, 7860),)
+
+
+def test_all_is_one_app_per_gpu_with_its_own_port_and_device() -> None:
+    apps = plan(GpuSelection("all"), None, TWO_GPUS, 7860)
+    assert [(a.program, a.cuda_visible_devices, a.port) for a in apps] == [("app-0", "0", 7860), ("app-1", "1", 7861)]
+    assert apps[1].device == TWO_GPUS.gpus[1]
+    assert apps[1].gpu_label == f"GPU 1 ({UUID1})"
+
+
+def test_a_list_by_uuid_finds_the_gpu_and_keeps_the_uuid_for_cuda() -> None:
+    (app,) = plan(GpuSelection("list", 1, (UUID1[:12],)), None, TWO_GPUS, 9000)
+    assert app.cuda_visible_devices == UUID1[:12] and app.device == TWO_GPUS.gpus[1] and app.port == 9000
+
+
+def test_the_launchers_own_cuda_visible_devices_bounds_the_selection() -> None:
+    apps = plan(GpuSelection("all"), "1", TWO_GPUS, 7860)
+    assert [(a.cuda_visible_devices, a.device) for a in apps] == [("1", TWO_GPUS.gpus[1])]
+    with pytest.raises(ConfigError, match=r"HEYGEM_GPUS: '0' is not among CUDA_VISIBLE_DEVICES='1'"):
+        plan(GpuSelection("list", 1, ("0",)), "1", TWO_GPUS, 7860)
+
+
+@pytest.mark.parametrize(
+    ("selection", "inventory", "message"),
+    [
+        (GpuSelection("count", 3), TWO_GPUS, r"HEYGEM_GPUS=3: only 2 GPU\(s\) visible \(NVML\)"),
+        (GpuSelection("all"), NO_DRIVER, r"HEYGEM_GPUS=all: no GPU to count \(no NVIDIA driver"),
+        (GpuSelection("list", 1, ("7",)), TWO_GPUS, r"HEYGEM_GPUS: '7' matches no GPU \(NVML lists: 0 \(GPU-"),
+        (GpuSelection("list", 2, ("1", UUID1)), TWO_GPUS, r"names the same GPU twice"),
+    ],
+)
+def test_gpus_that_are_not_there_are_refused_naming_the_key(
+    selection: GpuSelection, inventory: gpu.Inventory, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        plan(selection, None, inventory, 7860)
+
+
+def test_ports_past_65535_are_refused() -> None:
+    with pytest.raises(ConfigError, match=r"ports 65535-65536 go past 65535"):
+        plan(GpuSelection("count", 2), None, TWO_GPUS, 65535)
+
+
+def test_a_count_without_a_driver_is_planned_and_left_to_the_preflight() -> None:
+    apps = plan(GpuSelection("count", 2), None, NO_DRIVER, 7860)
+    assert [(a.cuda_visible_devices, a.device) for a in apps] == [("0", None), ("1", None)]
+
+
+# -- the per-GPU preflight -------------------------------------------------------------------------------
+def _settings(ort_env: Path, tmp_path: Path, **extra: str):  # type: ignore[no-untyped-def]
+    (tmp_path / "app.py").write_text("print('app')\n")
+    flags = {
+        "HEYGEM_CONDA_ENV": str(ort_env),
+        "HEYGEM_APP_DIR": str(tmp_path),
+        "HEYGEM_RUN_DIR": str(tmp_path / "run"),
+        "HEYGEM_APP_PORT": "7860",
+        **extra,
+    }
+    return load_settings(flags, environ={})
+
+
+def test_each_probe_runs_pinned_to_its_gpu(ort_env: Path, tmp_path: Path) -> None:
+    """Real probe children, one per GPU, each with its app's exact environment (the NVML figures are the
+    stand-in: this machine has no driver)."""
+    settings = _settings(ort_env, tmp_path, HEYGEM_GPUS="all", HEYGEM_REQUIRE_PROVIDER="CPUExecutionProvider")
+    fleet = fleet_preflight(settings, clean_environ(), start=False, inventory=lambda: TWO_GPUS)
+    assert fleet.ok and len(fleet.running) == 2
+    for member, (visible, port) in zip(fleet.members, (("0", 7860), ("1", 7861)), strict=True):
+        assert member.check.probe.report["cuda_visible_devices"] == visible  # what the probe child saw
+        assert member.check.app.env["CUDA_VISIBLE_DEVICES"] == visible  # what the app will get
+        assert member.check.app.port == port and member.check.app.env["GRADIO_SERVER_PORT"] == str(port)
+    assert json.loads(json.dumps(fleet.as_dict()))["instances"][1]["gpu_uuid"] == UUID1
+
+
+def _one_gpu_fails(ort_env: Path, tmp_path: Path, policy: str) -> FleetCheck:
+    """GPU 0's preflight passes and GPU 1's refuses, both for real on this machine: CPU provider required
+    for GPU 0, CUDA (which cannot pass without a driver and CUDA libraries) for GPU 1."""
+    base = _settings(ort_env, tmp_path, HEYGEM_GPUS="all", HEYGEM_GPU_POLICY=policy)
+    apps = plan(base.gpus, None, TWO_GPUS, 7860)
+    passes = run_preflight(replace(base, require_provider="CPUExecutionProvider"), {"CUDA_VISIBLE_DEVICES": "0"})
+    refuses = run_preflight(replace(base, app_port=7861), {"CUDA_VISIBLE_DEVICES": "1"})
+    assert passes.ok and not refuses.ok
+    return FleetCheck(base, (MemberCheck(apps[0], passes), MemberCheck(apps[1], refuses)))
+
+
+def test_policy_all_refuses_naming_the_gpu_that_failed(ort_env: Path, tmp_path: Path) -> None:
+    fleet = _one_gpu_fails(ort_env, tmp_path, "all")
+    assert not fleet.ok and fleet.running == ()
+    verdict = fleet.verdict
+    assert verdict.cause == fleet.members[1].check.verdict.cause
+    assert verdict.message.startswith(f"GPU 1 ({UUID1}): ") and "HEYGEM_GPU_POLICY=all" in verdict.message
+    text = render_fleet(fleet)
+    assert f"app-1   GPU 1 ({UUID1})" in text and "REFUSED [" in text.splitlines()[-2]
+
+
+def test_policy_any_starts_the_gpus_that_passed_and_reports_the_others(ort_env: Path, tmp_path: Path) -> None:
+    fleet = _one_gpu_fails(ort_env, tmp_path, "any")
+    assert fleet.ok and [m.instance.program for m in fleet.running] == ["app-0"]
+    assert fleet.verdict.message.startswith("1 of 2 GPUs passed (HEYGEM_GPU_POLICY=any); starting only those")
+    assert any(note.startswith(f"GPU 1 ({UUID1}) refused [") for note in fleet.verdict.notes)
+    data = fleet.as_dict()
+    assert [i["ok"] for i in data["instances"]] == [True, False] and data["gpu_policy"] == "any"
+
+
+def test_check_only_with_two_gpus_without_a_driver_refuses_for_each(tmp_path: Path) -> None:
+    """`heygem-launch --check-only` on this machine with HEYGEM_GPUS=2: both GPUs refused, each named."""
+    import subprocess
+
+    (tmp_path / "app.py").write_text("print('app')\n")
+    env = clean_environ(HEYGEM_GPUS="2", HEYGEM_APP_DIR=str(tmp_path), HEYGEM_RUN_DIR=str(tmp_path / "run"))
+    result = subprocess.run([*LAUNCH, "--check-only", "--json"], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 69, result.stderr
+    data = json.loads(result.stdout)
+    assert [(i["program"], i["cuda_visible_devices"], i["ok"]) for i in data["instances"]] == [
+        ("app-0", "0", False),
+        ("app-1", "1", False),
+    ]
+
+
+# -- two real apps under one supervisord ---------------------------------------------------------------
+def _two_free_ports() -> int:
+    """A port p with p and p + 1 both free (the apps get HEYGEM_APP_PORT + i)."""
+    for _ in range(100):
+        port = harness.free_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise AssertionError("no two consecutive free ports")
+
+
+@pytest.fixture
+def two_apps(launch_service) -> harness.Service:  # type: ignore[no-untyped-def]
+    port = _two_free_ports()
+    svc = launch_service(env={"HEYGEM_GPUS": "2", "HEYGEM_APP_PORT": str(port), "GRADIO_SERVER_PORT": None})
+    svc.port = port
+    return svc
+
+
+def _status(svc: harness.Service) -> dict:  # type: ignore[type-arg]
+    return json.loads(control(svc, "status", "--json").stdout)
+
+
+def _pids(svc: harness.Service, port: int, not_pid: int | None = None) -> dict:  # type: ignore[type-arg]
+    def answered() -> dict | None:  # type: ignore[type-arg]
+        svc.assert_alive()
+        info = harness.get(port)
+        return info if info and info.get("pid") != not_pid else None
+
+    return wait_for(answered, 30, f"the app on port {port}")
+
+
+def test_two_apps_each_on_its_gpu_and_port(two_apps: harness.Service) -> None:
+    """On this CPU machine with HEYGEM_REQUIRE_PROVIDER=CPUExecutionProvider and HEYGEM_GPUS=2."""
+    first, second = _pids(two_apps, two_apps.port), _pids(two_apps, two_apps.port + 1)
+    assert first["pid"] != second["pid"]
+    assert environ_of(first["pid"])["CUDA_VISIBLE_DEVICES"] == "0"
+    assert environ_of(second["pid"])["CUDA_VISIBLE_DEVICES"] == "1"
+    assert environ_of(second["pid"])["GRADIO_SERVER_PORT"] == str(two_apps.port + 1)
+    wait_for(lambda: _status(two_apps)["ok"] and _status(two_apps)["ready"], 30, "both apps ready")
+    programs = {p["name"]: p for p in _status(two_apps)["programs"]}
+    assert set(programs) == {"app-0", "app-1"}
+    assert (programs["app-0"]["pid"], programs["app-1"]["pid"]) == (first["pid"], second["pid"])
+    assert (programs["app-1"]["port"], programs["app-1"]["cuda_visible_devices"]) == (two_apps.port + 1, "1")
+    ready = control(two_apps, "probe", "ready")
+    assert ready.returncode == 0 and "2 of 2 apps pass" in ready.stdout + ready.stderr
+
+
+def test_killing_one_app_restarts_only_it(two_apps: harness.Service) -> None:
+    first, second = _pids(two_apps, two_apps.port), _pids(two_apps, two_apps.port + 1)
+    os.kill(second["pid"], signal.SIGKILL)
+    again = _pids(two_apps, two_apps.port + 1, not_pid=second["pid"])
+    assert again["pid"] != second["pid"]
+    assert harness.get(two_apps.port)["pid"] == first["pid"]  # type: ignore[index]
+    programs = {p["name"]: p for p in wait_for(lambda: _restarted(two_apps, "app-1"), 15, "the restart counted")}
+    assert programs["app-0"]["restarts"] == 0 and programs["app-1"]["restarts"] == 1
+
+
+def _restarted(svc: harness.Service, name: str) -> list | None:  # type: ignore[type-arg]
+    programs = _status(svc)["programs"]
+    return programs if any(p["name"] == name and p["restarts"] == 1 for p in programs) else None
+
+
+def test_a_queue_full_line_in_one_app_restarts_only_that_one(two_apps: harness.Service) -> None:
+    first, second = _pids(two_apps, two_apps.port), _pids(two_apps, two_apps.port + 1)
+    wait_for(lambda: _status(two_apps)["ready"], 30, "both apps ready")
+    harness.get(two_apps.port, "/emit/queue-full")
+    again = _pids(two_apps, two_apps.port, not_pid=first["pid"])
+    assert again["pid"] != first["pid"]
+    assert harness.get(two_apps.port + 1)["pid"] == second["pid"]  # type: ignore[index]
+    snapshots = list(two_apps.run_dir.glob("incident-*-app-0-blocked.json"))
+    assert len(snapshots) == 1 and not list(two_apps.run_dir.glob("incident-*-app-1-*.json"))
+    assert "app-0: " in two_apps.stderr() and "[app-0] " in two_apps.stdout()
