@@ -2,7 +2,8 @@
 
 Off when the setting is empty: `NoMetrics` has the same methods and imports nothing, so the idle launcher
 pays nothing for them. On, they are served by prometheus-client's own HTTP server thread (read-only: the
-control socket stays a private unix socket). Per instance (`instance` label, `app` when there is one).
+control socket stays a private unix socket). Per app (`app` label: `app` when there is one, `app-0`, `app-1`, …
+with HEYGEM_GPUS); not `instance`, which Prometheus sets to the scraped target and would rename ours.
 GPU utilisation and memory are read from NVML when Prometheus scrapes, and only where a driver is.
 """
 
@@ -34,7 +35,7 @@ class Metrics(NoMetrics):
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = registry = CollectorRegistry()
-        labels = ["instance"]
+        labels = ["app"]
         self._ready = Gauge(f"{PREFIX}_ready", "1 when the app is ready (both workers up)", labels, registry=registry)
         self._preflight = Gauge(
             f"{PREFIX}_preflight_ok",

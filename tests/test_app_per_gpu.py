@@ -268,3 +268,26 @@ def test_a_queue_full_line_in_one_app_restarts_only_that_one(two_apps: harness.S
     snapshots = list(two_apps.run_dir.glob("incident-*-app-0-blocked.json"))
     assert len(snapshots) == 1 and not list(two_apps.run_dir.glob("incident-*-app-1-*.json"))
     assert "app-0: " in two_apps.stderr() and "[app-0] " in two_apps.stdout()
+
+
+def test_restart_after_a_config_change_replaces_every_app(launch_service, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    port = _two_free_ports()
+    env_file = tmp_path / "heygem.env"
+    env_file.write_text("APP_SETTING=old\n")
+    svc = launch_service(
+        env={
+            "HEYGEM_GPUS": "2",
+            "HEYGEM_APP_PORT": str(port),
+            "GRADIO_SERVER_PORT": None,
+            "HEYGEM_ENV_FILE": str(env_file),
+        }
+    )
+    old = [_pids(svc, port)["pid"], _pids(svc, port + 1)["pid"]]
+    env_file.write_text("APP_SETTING=new\n")
+    result = control(svc, "restart")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for i, pid in enumerate(old):
+        new = _pids(svc, port + i, not_pid=pid)
+        assert environ_of(new["pid"])["APP_SETTING"] == "new"
+        assert environ_of(new["pid"])["CUDA_VISIBLE_DEVICES"] == str(i)
+    assert {p["name"] for p in _status(svc)["programs"]} == {"app-0", "app-1"}

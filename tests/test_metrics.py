@@ -55,16 +55,32 @@ def test_counts_states_and_gpus_are_served() -> None:
     metrics.task("done", 59.3, 8.2)
     metrics.task("failed", 0.1, None)
     got = scrape(port)
-    app = (("instance", "app"),)
+    app = (("app", "app"),)
     assert got[("heygem_ready", app)] == 1
-    assert got[("heygem_preflight_ok", (("cause", ""), ("instance", "app")))] == 1
-    assert ("heygem_preflight_ok", (("cause", "cuda_libraries_missing"), ("instance", "app"))) not in got
+    assert got[("heygem_preflight_ok", (("app", "app"), ("cause", "")))] == 1
+    assert ("heygem_preflight_ok", (("app", "app"), ("cause", "cuda_libraries_missing"))) not in got
     assert got[("heygem_restarts_total", app)] == 1
-    assert got[("heygem_incidents_total", (("instance", "app"), ("kind", "blocked")))] == 2
-    assert got[("heygem_tasks_total", (("instance", "app"), ("outcome", "done")))] == 1
+    assert got[("heygem_incidents_total", (("app", "app"), ("kind", "blocked")))] == 2
+    assert got[("heygem_tasks_total", (("app", "app"), ("outcome", "done")))] == 1
     assert got[("heygem_task_seconds_count", app)] == 2
     assert got[("heygem_task_frames_per_second_sum", app)] == 8.2
     assert got[("heygem_app_uptime_seconds", ())] > 1000
     assert got[("heygem_gpu_utilization_percent", (("gpu", "0"), ("uuid", "GPU-a")))] == 87
     assert got[("heygem_gpu_memory_used_bytes", (("gpu", "1"), ("uuid", "GPU-b")))] == 0
     assert ("heygem_gpu_utilization_percent", (("gpu", "1"), ("uuid", "GPU-b"))) not in got
+
+
+def test_each_app_has_its_own_series() -> None:
+    """With HEYGEM_GPUS, one series per app: one app's new preflight cause leaves the other's alone."""
+    port = free_port()
+    metrics = make(port)
+    metrics.preflight(True, None, "app-0")
+    metrics.preflight(True, None, "app-1")
+    metrics.preflight(False, "cudnn_missing", "app-1")
+    metrics.restart("app-1")
+    got = scrape(port)
+    assert got[("heygem_preflight_ok", (("app", "app-0"), ("cause", "")))] == 1
+    assert got[("heygem_preflight_ok", (("app", "app-1"), ("cause", "cudnn_missing")))] == 0
+    assert ("heygem_preflight_ok", (("app", "app-1"), ("cause", ""))) not in got
+    assert got[("heygem_restarts_total", (("app", "app-1"),))] == 1
+    assert ("heygem_restarts_total", (("app", "app-0"),)) not in got
