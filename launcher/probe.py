@@ -113,6 +113,12 @@ class ProbeRun:
         try:
             self._proc.stdin.write(child_source().encode())
             self._proc.stdin.close()
+        except BrokenPipeError:
+            # The probe's python died before it read its script (a broken env: a bad PYTHONHOME set by an
+            # activate.d script, a python that is not one). That is the probe's result, which wait() collects
+            # with its output. Escaping, the error would be click's EPIPE: a silent exit 1.
+            with contextlib.suppress(OSError):
+                self._proc.stdin.close()
         except BaseException:
             self.kill()
             raise

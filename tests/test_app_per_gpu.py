@@ -291,3 +291,42 @@ def test_restart_after_a_config_change_replaces_every_app(launch_service, tmp_pa
         assert environ_of(new["pid"])["APP_SETTING"] == "new"
         assert environ_of(new["pid"])["CUDA_VISIBLE_DEVICES"] == str(i)
     assert {p["name"] for p in _status(svc)["programs"]} == {"app-0", "app-1"}
+
+
+def _break_gpu_1(ort_env: Path) -> None:
+    """GPU 1's preflight fails for real: an activate.d script of the conda env (run, as `conda activate` runs it,
+    with the app's CUDA_VISIBLE_DEVICES) sets a PYTHONHOME under which its probe's python cannot start.
+    The stand-in for a GPU that fails; the other GPU's probe passes."""
+    (ort_env / "conda-meta").mkdir(exist_ok=True)  # a conda env: its activate.d scripts are run
+    folder = ort_env / "etc" / "conda" / "activate.d"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "broken-on-gpu1.sh").write_text(
+        'if [ "$CUDA_VISIBLE_DEVICES" = 1 ]; then export PYTHONHOME=/nonexistent; fi\n'
+    )
+
+
+def test_policy_all_refuses_to_start_naming_the_gpu(launch_service, ort_env: Path) -> None:  # type: ignore[no-untyped-def]
+    _break_gpu_1(ort_env)
+    port = _two_free_ports()
+    svc = launch_service(env={"HEYGEM_GPUS": "2", "HEYGEM_APP_PORT": str(port), "GRADIO_SERVER_PORT": None})
+    assert svc.wait(timeout=120) == 69
+    err = svc.stderr()
+    assert "REFUSED [" in err and "GPU 1: " in err and "HEYGEM_GPU_POLICY=all needs every GPU to pass" in err
+    assert harness.get(port) is None and harness.get(port + 1) is None  # nothing was started
+
+
+def test_policy_any_starts_the_gpu_that_passed(launch_service, ort_env: Path) -> None:  # type: ignore[no-untyped-def]
+    _break_gpu_1(ort_env)
+    port = _two_free_ports()
+    env = {"HEYGEM_GPUS": "2", "HEYGEM_GPU_POLICY": "any", "HEYGEM_APP_PORT": str(port), "GRADIO_SERVER_PORT": None}
+    svc = launch_service(env=env)
+    first = _pids(svc, port)
+    assert environ_of(first["pid"])["CUDA_VISIBLE_DEVICES"] == "0"
+    assert "1 of 2 GPUs passed (HEYGEM_GPU_POLICY=any); starting only those" in svc.stderr()
+    wait_for(lambda: _status(svc)["ready"], 30, "the app on GPU 0 ready")
+    programs = {p["name"]: p for p in _status(svc)["programs"]}
+    assert programs["app-0"]["state"] == "RUNNING"
+    assert programs["app-1"]["state"] == "NOT STARTED" and "preflight refused" in programs["app-1"]["given_up"]
+    assert harness.get(port + 1) is None
+    ready = control(svc, "probe", "ready")
+    assert ready.returncode == 0, ready.stdout + ready.stderr
