@@ -1,0 +1,444 @@
+"""An app per GPU, attacked: bad HEYGEM_GPUS values, ports that collide, apps given up under each policy, the
+stop of several apps, restarts that change the number of apps, `doctor` over several apps, and the way back to
+one app.
+
+Real processes throughout: the installed `heygem-launch`, real supervisord, the HeyGem-like app
+(tests/heygem_like_app.py) run twice on this CPU machine with HEYGEM_REQUIRE_PROVIDER=CPUExecutionProvider
+(`launch_service`, TEST_APP_SPEED=20), real signals, /proc. No stand-in: nothing here needs a GPU inventory."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests import harness
+from tests.conftest import LAUNCH, assert_no_traceback, clean_environ
+from tests.harness import APP, control, environ_of, wait_for
+
+CPU = {"HEYGEM_REQUIRE_PROVIDER": "CPUExecutionProvider"}
+STOP_GRACE = 3  # HEYGEM_STOP_GRACE in harness.start
+
+
+def _two_free_ports() -> int:
+    """A port p with p and p + 1 both free (the apps get HEYGEM_APP_PORT + i)."""
+    for _ in range(100):
+        port = harness.free_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise AssertionError("no two consecutive free ports")
+
+
+def _env(port: int, **extra: str | None) -> dict[str, str | None]:
+    return {"HEYGEM_GPUS": "2", "HEYGEM_APP_PORT": str(port), "GRADIO_SERVER_PORT": None, **extra}
+
+
+def _status(svc: harness.Service) -> dict:  # type: ignore[type-arg]
+    result = control(svc, "status", "--json")
+    assert result.stdout, result.stderr
+    return json.loads(result.stdout)
+
+
+def _programs(svc: harness.Service) -> dict[str, dict]:  # type: ignore[type-arg]
+    return {p["name"]: p for p in _status(svc)["programs"]}
+
+
+def _answer(svc: harness.Service, port: int, not_pid: int | None = None) -> dict:  # type: ignore[type-arg]
+    """The app on `port` once it answers (with a pid other than `not_pid`)."""
+
+    def answered() -> dict | None:  # type: ignore[type-arg]
+        svc.assert_alive()
+        info = harness.get(port)
+        return info if info and info.get("pid") != not_pid else None
+
+    return wait_for(answered, 30, f"the app on port {port}" + (f" (not pid {not_pid})" if not_pid else ""))
+
+
+def _in_app_dir(app_dir: Path) -> list[int]:
+    """Every live process (zombies aside) whose working directory is the app dir: the apps, their wrappers
+    and their workers."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            if os.readlink(f"/proc/{name}/cwd") == str(app_dir) and not harness.gone(int(name)):
+                found.append(int(name))
+        except OSError:
+            continue
+    return found
+
+
+def _switch_app(tmp_path: Path) -> Path:
+    """The HeyGem-like app, with TEST_APP_MODE chosen per GPU: TEST_APP_MODE_GPU<N> for the app whose
+    CUDA_VISIBLE_DEVICES is N (so one of two apps can crash while the other runs normally)."""
+    script = tmp_path / "switch_app.py"
+    script.write_text(
+        "import os, sys\n"
+        "mode = os.environ.get('TEST_APP_MODE_GPU' + os.environ.get('CUDA_VISIBLE_DEVICES', 'x'))\n"
+        "if mode:\n"
+        "    os.environ['TEST_APP_MODE'] = mode\n"
+        f"os.execv(sys.executable, [sys.executable, {str(APP)!r}])\n"
+    )
+    return script
+
+
+def _check_only(tmp_path: Path, *args: str, env_file: str | None = None, **env: str) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+    app = tmp_path / "checkapp"
+    app.mkdir(exist_ok=True)
+    (app / "app.py").write_text("print('app')\n")
+    environ = clean_environ(HEYGEM_RUN_DIR=str(tmp_path / "run"), **env)
+    if env_file is not None:
+        (tmp_path / "check.env").write_text(env_file)
+        environ["HEYGEM_ENV_FILE"] = str(tmp_path / "check.env")
+    return subprocess.run(
+        [*LAUNCH, "--check-only", *args], env=environ, cwd=app, capture_output=True, text=True, timeout=120
+    )
+
+
+# -- bad values: one line naming the key, exit 78 ------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("env", "env_file", "needle"),
+    [
+        ({"HEYGEM_GPUS": "0"}, None, "HEYGEM_GPUS='0'"),
+        ({"HEYGEM_GPUS": "1,1"}, None, "HEYGEM_GPUS='1,1'"),
+        ({"HEYGEM_GPUS": "0,,1"}, None, "HEYGEM_GPUS='0,,1'"),
+        ({"HEYGEM_GPUS": "all,0"}, None, "HEYGEM_GPUS='all,0'"),
+        ({"HEYGEM_GPUS": "0\n1"}, None, "HEYGEM_GPUS="),
+        ({"HEYGEM_GPUS": "65"}, None, "HEYGEM_GPUS='65'"),
+        ({"HEYGEM_GPU_POLICY": "most"}, None, "HEYGEM_GPU_POLICY='most'"),
+        ({"HEYGEM_GPUS": "all", "CUDA_VISIBLE_DEVICES": ""}, None, "HEYGEM_GPUS=all"),
+        ({"HEYGEM_GPUS": "all", "CUDA_VISIBLE_DEVICES": "-1"}, None, "HEYGEM_GPUS=all"),
+        ({"HEYGEM_GPUS": "3", "CUDA_VISIBLE_DEVICES": "3,5"}, None, "HEYGEM_GPUS=3"),
+        ({"HEYGEM_GPUS": "0,2", "CUDA_VISIBLE_DEVICES": "3,5"}, None, "HEYGEM_GPUS: '0'"),
+        ({}, "HEYGEM_GPUS=2\nCUDA_VISIBLE_DEVICES=3\n", "HEYGEM_GPUS=2"),
+        ({"HEYGEM_GPUS": "2", "HEYGEM_APP_PORT": "65535"}, None, "HEYGEM_GPUS=2"),
+        ({"HEYGEM_GPUS": "2", "GRADIO_SERVER_PORT": "65535"}, None, "HEYGEM_GPUS=2"),
+        ({}, "HEYGEM_GPUS=2\nGRADIO_SERVER_PORT=65535\n", "HEYGEM_GPUS=2"),
+    ],
+)
+def test_bad_gpu_settings_are_one_line_exit_78(
+    tmp_path: Path, env: dict[str, str], env_file: str | None, needle: str
+) -> None:
+    result = _check_only(tmp_path, env_file=env_file, **CPU, **env)
+    assert result.returncode == 78, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"heygem-launch: error: {needle}"), result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "why"),
+    [
+        ({"HEYGEM_GPUS": "\u0662"}, "ARABIC-INDIC DIGIT TWO taken as the count 2"),
+        ({"HEYGEM_GPUS": "\u0660,\u0661"}, "ARABIC-INDIC digits taken as GPU indices, handed to CUDA as is"),
+        ({"HEYGEM_GPUS": "\u00b2"}, "SUPERSCRIPT TWO: int()'s own message"),
+        ({"HEYGEM_GPUS": "all", "CUDA_VISIBLE_DEVICES": "\u0660,\u0661"}, "CUDA reads no digit there: none visible"),
+    ],
+)
+def test_gpus_in_digits_of_other_scripts_are_refused_naming_the_key(
+    tmp_path: Path, env: dict[str, str], why: str
+) -> None:
+    """values.whole's own rule (ASCII digits only: int() takes other scripts' digits) must hold for HEYGEM_GPUS
+    too. CUDA parses CUDA_VISIBLE_DEVICES with ASCII digits only: `\u0660` is an invalid entry that hides every GPU,
+    so an app handed it would run on no GPU at all. Bug: parse_gpus and gpu.visibility use str.isdigit()."""
+    result = _check_only(tmp_path, **CPU, **env)
+    assert result.returncode == 78, f"{why}: exit {result.returncode}\n{result.stdout[-300:]}{result.stderr}"
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("heygem-launch: error: HEYGEM_GPUS"), result.stderr
+    assert "invalid literal" not in result.stderr  # Python's words, not the setting's rule
+
+
+# -- --check-only on this machine (no driver): each GPU named ---------------------------------------------------
+def test_check_only_names_each_gpu_of_the_launchers_own_visible_devices(tmp_path: Path) -> None:
+    result = _check_only(tmp_path, "--json", HEYGEM_GPUS="all", CUDA_VISIBLE_DEVICES="3,5")
+    assert result.returncode == 69, result.stderr
+    data = json.loads(result.stdout)
+    assert data["ok"] is False and data["gpu_policy"] == "all" and data["cause"] == "cuda_libraries_missing"
+    assert [(i["program"], i["cuda_visible_devices"], i["port"], i["ok"]) for i in data["instances"]] == [
+        ("app-0", "3", 7860, False),
+        ("app-1", "5", 7861, False),
+    ]
+    text = _check_only(tmp_path, HEYGEM_GPUS="3,5", CUDA_VISIBLE_DEVICES="3,5", HEYGEM_GPU_POLICY="any")
+    assert text.returncode == 69, text.stderr
+    assert "app-0   GPU 3" in text.stdout and "app-1   GPU 5" in text.stdout
+    assert "HEYGEM_GPU_POLICY=any needs at least one GPU to pass" in text.stdout
+    assert_no_traceback(text)  # type: ignore[arg-type]
+
+
+# -- ports ---------------------------------------------------------------------------------------------------
+def test_a_busy_port_of_the_second_app_is_78_naming_its_holder(launch_service, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    port = _two_free_ports()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import socket,time; s=socket.socket(); s.bind(('127.0.0.1', {port + 1})); s.listen(); "
+            "print('up', flush=True); time.sleep(120)",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"up\n"
+        svc = launch_service(env=_env(port))
+        assert svc.wait(timeout=60) == 78
+        err = svc.stderr()
+        assert f"port {port + 1} " in err and f"pid {holder.pid} " in err
+        assert harness.get(port) is None  # app-0 was not started either: no half-started service
+        assert _in_app_dir(svc.app_dir) == []
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_metrics_port_on_the_second_apps_port_is_refused(launch_service) -> None:  # type: ignore[no-untyped-def]
+    """HEYGEM_METRICS_PORT=HEYGEM_APP_PORT+1 with HEYGEM_GPUS=2. Bug: the ports are checked free before the
+    metrics server binds, so the launcher takes app-1's port itself; app-1 (as Gradio does) silently moves to
+    the next port, and `probe ready` asks HEAD / of the metrics server, which answers: every probe watches the
+    wrong port, the very thing the busy-port refusal exists to prevent. Should: exit 78 naming
+    HEYGEM_METRICS_PORT and the app's port, nothing started."""
+    port = _two_free_ports()
+    svc = launch_service(env=_env(port, HEYGEM_METRICS_PORT=str(port + 1)))
+    wait_for(
+        lambda: svc.proc.poll() is not None or "app-1 (GPU 1) started" in svc.stderr(), 60, "an exit or app-1's start"
+    )
+    if svc.proc.poll() is None:
+        app1 = _answer(svc, port + 2)  # where app-1 went
+        wait_for(lambda: _status(svc)["ready"], 30, "both apps ready")
+        pytest.fail(
+            f"started anyway: the metrics server holds port {port + 1}, app-1 (pid {app1['pid']}) serves on "
+            f"{app1['port']}; probe ready: {control(svc, 'probe', 'ready').stdout.strip()}"
+        )
+    assert svc.proc.returncode == 78
+    assert "HEYGEM_METRICS_PORT" in svc.stderr() and str(port + 1) in svc.stderr()
+
+
+# -- giving up on one app ----------------------------------------------------------------------------------------
+def _kill_until_given_up(svc: harness.Service, port: int, times: int) -> None:
+    """SIGKILL the app on `port` `times` times, each time once its successor answers."""
+    last: int | None = None
+    for _ in range(times):
+        info = _answer(svc, port, not_pid=last)
+        last = pid = info["pid"]
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda pid=pid: harness.gone(pid), 10, f"pid {pid} gone")
+
+
+def test_policy_all_exits_70_naming_the_app_that_restarted_too_often(launch_service) -> None:  # type: ignore[no-untyped-def]
+    """Bug: the give-up line is the single app's ("app restarted 3 times ..."): with two apps it does not say
+    which one crash-looped (nor its GPU), and its last output is not marked as that app's. Should: name app-1."""
+    port = _two_free_ports()
+    svc = launch_service(env=_env(port, HEYGEM_MAX_RESTARTS="2"))
+    _answer(svc, port)
+    _kill_until_given_up(svc, port + 1, 3)
+    assert svc.wait(timeout=30) == 70
+    line = next(x for x in svc.stderr().splitlines() if "HEYGEM_MAX_RESTARTS=2" in x)
+    assert "app-1" in line.split("HEYGEM_MAX_RESTARTS")[0], line
+
+
+def test_policy_all_exits_70_naming_the_app_that_went_fatal(launch_service, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """app-1 fails at every start (supervisord's FATAL after HEYGEM_START_RETRIES); app-0 runs. Bug: the line
+    says "app gave up after 2 quick failures", not which app. Should: name app-1."""
+    port = _two_free_ports()
+    env = _env(
+        port,
+        HEYGEM_APP_COMMAND=f"python {_switch_app(tmp_path)}",
+        TEST_APP_MODE_GPU1="crash-loop",
+        HEYGEM_START_RETRIES="1",
+    )
+    svc = launch_service(env=env)
+    assert svc.wait(timeout=60) == 70
+    line = next(x for x in svc.stderr().splitlines() if "HEYGEM_START_RETRIES=1" in x)
+    assert "app-1" in line.split("HEYGEM_START_RETRIES")[0], line
+
+
+def test_policy_any_probes_say_which_app_was_given_up(launch_service) -> None:  # type: ignore[no-untyped-def]
+    """Under `any`, app-1 crash-loops past HEYGEM_MAX_RESTARTS and is stopped while app-0 runs on (correct:
+    checked here). `status` says so. Bug: `probe ready|live|startup` then answer as if one app had ever been
+    asked for ("ready: ok: both workers up, port P answers"): nothing says that app-1 was given up. Should: pass
+    (one is enough under `any`) and name app-1 as given up."""
+    port = _two_free_ports()
+    svc = launch_service(env=_env(port, HEYGEM_MAX_RESTARTS="2", HEYGEM_GPU_POLICY="any"))
+    first = _answer(svc, port)
+    _kill_until_given_up(svc, port + 1, 3)
+    programs = wait_for(lambda: (lambda p: p if p["app-1"]["given_up"] else None)(_programs(svc)), 20, "given up")
+    assert programs["app-1"]["state"] == "STOPPED" and programs["app-0"]["state"] == "RUNNING"
+    assert "HEYGEM_MAX_RESTARTS=2" in programs["app-1"]["given_up"]
+    assert "given up" in control(svc, "status").stdout
+    assert harness.get(port)["pid"] == first["pid"] and harness.get(port + 1) is None  # type: ignore[index]
+    wait_for(lambda: _status(svc)["ready"], 30, "app-0 ready")
+    for kind in ("ready", "live", "startup"):
+        answer = control(svc, "probe", kind)
+        said = answer.stdout + answer.stderr
+        assert answer.returncode == 0, said
+        assert "app-1" in said and "given up" in said, f"probe {kind}: {said}"
+
+
+# -- stopping several apps ------------------------------------------------------------------------------------------
+def test_sigterm_stops_both_apps_and_leaves_no_process(launch_service) -> None:  # type: ignore[no-untyped-def]
+    port = _two_free_ports()
+    svc = launch_service(env=_env(port))
+    first, second = _answer(svc, port), _answer(svc, port + 1)
+    wait_for(lambda: _status(svc)["ready"], 30, "both apps ready")
+    pids = [first["pid"], *first["workers"], second["pid"], *second["workers"]]
+    assert set(pids) <= set(_in_app_dir(svc.app_dir))
+    svc.signal(signal.SIGTERM)
+    assert svc.wait(timeout=STOP_GRACE + 10) == 0
+    assert all(harness.gone(pid) for pid in pids)
+    assert _in_app_dir(svc.app_dir) == []
+    assert "stopped (exit 0)" in svc.stderr()
+
+
+def test_two_apps_that_ignore_sigterm_are_stopped_within_the_grace(launch_service) -> None:  # type: ignore[no-untyped-def]
+    """Both apps ignore SIGTERM (HeyGem busy in a task). Bug: supervisord's shutdown stops its groups one after
+    the other, each waiting its whole stopwaitsecs: N apps take N x HEYGEM_STOP_GRACE (measured: 6.1 s for two,
+    8.1 s for three with grace 3, where the launcher's own wait of grace + 5 s runs out). With the default
+    grace of 8 s, two apps take 16 s: past Docker's 10 s, so the container is SIGKILLed (137), not stopped
+    with 0. Should: every app's group is SIGKILLed at HEYGEM_STOP_GRACE, as the README says (grace + 2 s, the
+    bound the container test holds one app to)."""
+    port = _two_free_ports()
+    svc = launch_service(env=_env(port, TEST_APP_MODE="ignore-sigterm"))
+    _answer(svc, port), _answer(svc, port + 1)
+    wait_for(lambda: _status(svc)["ready"], 30, "both apps ready")
+    svc.signal(signal.SIGTERM)
+    began = time.monotonic()
+    code = svc.wait(timeout=STOP_GRACE * 2 + 15)
+    took = time.monotonic() - began
+    assert code == 0
+    assert _in_app_dir(svc.app_dir) == []
+    assert took < STOP_GRACE + 2, f"two apps took {took:.1f} s to stop with HEYGEM_STOP_GRACE={STOP_GRACE}"
+
+
+def test_sigkill_of_one_apps_wrapper_clears_its_group_and_leaves_the_other(launch_service) -> None:  # type: ignore[no-untyped-def]
+    port = _two_free_ports()
+    svc = launch_service(env=_env(port))
+    first, second = _answer(svc, port), _answer(svc, port + 1)
+    wait_for(lambda: _status(svc)["ready"], 30, "both apps ready")
+    wrapper = _programs(svc)["app-1"]["wrapper_pid"]
+    os.kill(wrapper, signal.SIGKILL)
+    again = _answer(svc, port + 1, not_pid=second["pid"])
+    for pid in (second["pid"], *second["workers"]):
+        wait_for(lambda pid=pid: harness.gone(pid), 10, f"old app-1 process {pid} gone")
+    assert harness.get(port)["pid"] == first["pid"]  # type: ignore[index]
+    assert all(not harness.gone(pid) for pid in first["workers"])
+    assert environ_of(again["pid"])["CUDA_VISIBLE_DEVICES"] == "1"
+    assert "killed what was left of the app-1 (GPU 1) process group" in svc.stderr()
+
+
+# -- restart: the number of apps changes --------------------------------------------------------------------------
+def test_restart_changes_the_number_of_apps_and_back_to_one(launch_service, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """2 apps; a refused .env (bad HEYGEM_GPUS) keeps both; 2 -> 1 (app-1's processes gone); 1 -> none (the
+    single app of old: program `app`, RUN_DIR/app.log); none -> 2."""
+    port = _two_free_ports()
+    env_file = tmp_path / "heygem.env"  # harness.control reads this file too
+    env_file.write_text(f"HEYGEM_GPUS=2\nHEYGEM_APP_PORT={port}\nAPP_SETTING=a\n")
+    svc = launch_service(env={"GRADIO_SERVER_PORT": None, "HEYGEM_ENV_FILE": str(env_file)})
+    first, second = _answer(svc, port), _answer(svc, port + 1)
+    wait_for(lambda: _status(svc)["ready"], 30, "both apps ready")
+
+    env_file.write_text(f"HEYGEM_GPUS=1,x\nHEYGEM_APP_PORT={port}\n")
+    refused = control(svc, "restart")
+    assert refused.returncode == 78 and "HEYGEM_GPUS=" in refused.stderr, refused.stdout + refused.stderr
+    assert harness.get(port)["pid"] == first["pid"] and harness.get(port + 1)["pid"] == second["pid"]  # type: ignore[index]
+
+    env_file.write_text(f"HEYGEM_GPUS=1\nHEYGEM_APP_PORT={port}\nAPP_SETTING=b\n")
+    assert control(svc, "restart").returncode == 0
+    one = _answer(svc, port, not_pid=first["pid"])
+    assert environ_of(one["pid"])["CUDA_VISIBLE_DEVICES"] == "0" and environ_of(one["pid"])["APP_SETTING"] == "b"
+    for pid in (second["pid"], *second["workers"]):
+        wait_for(lambda pid=pid: harness.gone(pid), 10, f"old app-1 process {pid} gone")
+    assert harness.get(port + 1) is None
+    assert set(_programs(svc)) == {"app-0"}
+
+    env_file.write_text(f"HEYGEM_APP_PORT={port}\nAPP_SETTING=c\n")
+    assert control(svc, "restart").returncode == 0
+    single = _answer(svc, port, not_pid=one["pid"])
+    assert "CUDA_VISIBLE_DEVICES" not in environ_of(single["pid"])
+    assert set(_programs(svc)) == {"app"}
+    assert "app started: pid" in svc.stderr()
+    state = json.loads((svc.run_dir / "state.json").read_text())
+    assert state["gpu_policy"] is None and [i["program"] for i in state["instances"]] == ["app"]
+    log = svc.run_dir / "app.log"
+    wait_for(lambda: f"http://0.0.0.0:{port}" in log.read_text(errors="replace"), 10, "the single app's output")
+    ready = control(svc, "probe", "ready")
+    assert ready.returncode == 0 and "apps pass" not in ready.stdout, ready.stdout
+
+    env_file.write_text(f"HEYGEM_GPUS=2\nHEYGEM_APP_PORT={port}\nAPP_SETTING=d\n")
+    assert control(svc, "restart").returncode == 0
+    for i in (0, 1):
+        info = _answer(svc, port + i, not_pid=single["pid"])
+        assert environ_of(info["pid"])["CUDA_VISIBLE_DEVICES"] == str(i)
+    assert set(_programs(svc)) == {"app-0", "app-1"}
+    svc.signal(signal.SIGTERM)
+    assert svc.wait(timeout=STOP_GRACE + 10) == 0
+    assert _in_app_dir(svc.app_dir) == []
+
+
+def test_restart_from_one_to_two_apps_rolls_back_when_the_new_second_app_dies(launch_service, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    port = _two_free_ports()
+    env_file = tmp_path / "heygem.env"
+    env_file.write_text(f"HEYGEM_APP_PORT={port}\n")
+    env = {
+        "GRADIO_SERVER_PORT": None,
+        "HEYGEM_ENV_FILE": str(env_file),
+        "HEYGEM_APP_COMMAND": f"python {_switch_app(tmp_path)}",
+        "HEYGEM_RESTART_TIMEOUT": "20",
+    }
+    svc = launch_service(env=env)
+    old = _answer(svc, port)
+    wait_for(lambda: _status(svc)["ready"], 30, "the app ready")
+    env_file.write_text(f"HEYGEM_GPUS=2\nHEYGEM_APP_PORT={port}\nTEST_APP_MODE_GPU1=crash-loop\n")
+    result = control(svc, "restart", "--json")
+    assert result.returncode == 69, result.stdout + result.stderr
+    assert json.loads(result.stdout)["rolled_back"] is True
+    back = _answer(svc, port, not_pid=old["pid"])
+    assert "CUDA_VISIBLE_DEVICES" not in environ_of(back["pid"])
+    wait_for(lambda: set(_programs(svc)) == {"app"}, 15, "only the single app again")
+    assert harness.get(port + 1) is None
+    wait_for(lambda: control(svc, "probe", "ready").returncode == 0, 30, "the single app ready again")
+
+
+# -- doctor over several apps ---------------------------------------------------------------------------------------
+def test_doctor_counts_an_onnxruntime_fallback_line_of_the_second_app(launch_service) -> None:  # type: ignore[no-untyped-def]
+    """ONNX Runtime's own fallback line in app-1's output. Bug: doctor reads only the first app's output
+    (RUN_DIR/app-0.log), so the line the incident write-up tells people to look for is not counted for app-1
+    (the same line in app-0's output is). Should: counted whichever app logged it."""
+    port = _two_free_ports()
+    svc = launch_service(env=_env(port))
+    _answer(svc, port), _answer(svc, port + 1)
+    wait_for(lambda: _status(svc)["ready"], 30, "both apps ready")
+    assert harness.get(port + 1, "/emit/fallback") == {"emitted": "fallback"}
+    wait_for(lambda: "Failed to" in (svc.run_dir / "app-1.log").read_text(errors="replace"), 10, "app-1's line")
+    doctor = control(svc, "doctor", "--json")
+    counts = json.loads(doctor.stdout)["log"]["counts"]
+    assert counts.get("onnxruntime_fallback", 0) >= 1, counts
+
+
+def test_doctor_with_the_first_app_given_up_describes_the_running_one(launch_service) -> None:  # type: ignore[no-untyped-def]
+    """Under `any`, app-0 is given up (killed past HEYGEM_MAX_RESTARTS=0) while app-1 runs. Bug: doctor takes
+    the first program as "the app" (STOPPED, no pid), then goes looking for an app started by hand in the app
+    dir and takes app-1's wrapper for it: it shows that shell's environment (no CUDA_VISIBLE_DEVICES, no
+    LD_LIBRARY_PATH) as "the running app's", and says "app STOPPED pid <app-1's wrapper>". Should: describe
+    the app that runs (app-1), started by heygem-launch."""
+    port = _two_free_ports()
+    svc = launch_service(env=_env(port, HEYGEM_MAX_RESTARTS="0", HEYGEM_GPU_POLICY="any"))
+    first, second = _answer(svc, port), _answer(svc, port + 1)
+    wait_for(lambda: _status(svc)["ready"], 30, "both apps ready")
+    os.kill(first["pid"], signal.SIGKILL)
+    wait_for(lambda: _programs(svc)["app-0"]["given_up"], 20, "app-0 given up")
+    data = json.loads(control(svc, "doctor", "--json").stdout)
+    assert "app_started_by_hand" not in data["service"], data["service"]
+    shown = data["app"]
+    assert shown.get("pid") == second["pid"], shown
+    assert shown.get("environment", {}).get("CUDA_VISIBLE_DEVICES") == "1", shown
