@@ -442,3 +442,33 @@ def test_doctor_with_the_first_app_given_up_describes_the_running_one(launch_ser
     shown = data["app"]
     assert shown.get("pid") == second["pid"], shown
     assert shown.get("environment", {}).get("CUDA_VISIBLE_DEVICES") == "1", shown
+
+
+# -- status and the preflight's words over several apps -----------------------------------------------------------
+def test_status_shows_a_task_that_ran_on_the_second_app(launch_service) -> None:  # type: ignore[no-untyped-def]
+    """A task done on app-1. `status --json` lists it under app-1's program (correct). Bug: `status` (people's
+    text) and the top level of `status --json` show only the first app's tasks (the state file's top level is
+    app-0's), so the task that ran on GPU 1 is not among "the last tasks" at all. Should: shown, with its app."""
+    port = _two_free_ports()
+    svc = launch_service(env=_env(port))
+    _answer(svc, port), _answer(svc, port + 1)
+    wait_for(lambda: _status(svc)["ready"], 30, "both apps ready")
+    assert harness.get(port + 1, "/task?code=77&kind=ok&frames=8") is not None
+    wait_for(lambda: _programs(svc)["app-1"]["tasks"], 20, "app-1's task ended")
+    assert [t["code"] for t in _programs(svc)["app-1"]["tasks"]] == ["77"]
+    text = control(svc, "status").stdout
+    assert "task 77: done" in text, text
+    assert "77" in [t["code"] for t in _status(svc)["tasks"]]
+
+
+def test_preflight_skip_with_two_apps_does_not_say_the_gpus_passed(launch_service) -> None:  # type: ignore[no-untyped-def]
+    """HEYGEM_PREFLIGHT=skip with HEYGEM_GPUS=2 (CUDA required, which cannot pass here). The one app of old
+    says "OK?: preflight skipped ... nothing was checked". Bug: with two apps the table says each GPU
+    "passed" and the verdict "OK: 2 of 2 GPUs passed": a claim that nothing checked. Should: skipped, per GPU."""
+    port = _two_free_ports()
+    env = _env(port, HEYGEM_PREFLIGHT="skip", HEYGEM_REQUIRE_PROVIDER="CUDAExecutionProvider")
+    svc = launch_service(env={**env, "HEYGEM_ON_CPU_FALLBACK": "warn"})
+    _answer(svc, port), _answer(svc, port + 1)
+    said = svc.stdout() + svc.stderr()
+    assert "HEYGEM_PREFLIGHT=skip" in said
+    assert "GPUs passed" not in said and f"port {port + 1}: passed" not in said, said[-1200:]
