@@ -472,3 +472,69 @@ def test_preflight_skip_with_two_apps_does_not_say_the_gpus_passed(launch_servic
     said = svc.stdout() + svc.stderr()
     assert "HEYGEM_PREFLIGHT=skip" in said
     assert "GPUs passed" not in said and f"port {port + 1}: passed" not in said, said[-1200:]
+
+
+def test_policy_all_exits_70_naming_the_app_whose_incidents_used_up_its_budget(launch_service) -> None:  # type: ignore[no-untyped-def]
+    """The third give-up line (RestartBudget.exceeded): app-1's queue-full line with HEYGEM_MAX_RESTARTS=0.
+    Bug: "1 restarts in 300 s (HEYGEM_MAX_RESTARTS=0): giving up; last: incident blocked", no app named."""
+    port = _two_free_ports()
+    svc = launch_service(env=_env(port, HEYGEM_MAX_RESTARTS="0"))
+    _answer(svc, port), _answer(svc, port + 1)
+    wait_for(lambda: _status(svc)["ready"], 30, "both apps ready")
+    harness.get(port + 1, "/emit/queue-full")
+    assert svc.wait(timeout=30) == 70
+    line = next(x for x in svc.stderr().splitlines() if "HEYGEM_MAX_RESTARTS=0" in x)
+    assert "app-1" in line.split("HEYGEM_MAX_RESTARTS")[0], line
+
+
+# -- SIGTERM while the GPUs' probes run ---------------------------------------------------------------------------
+def _probes_of(env: Path) -> list[int]:
+    """The probes: `ENV/bin/python -` started by the launcher."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                argv = Path(f"/proc/{name}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argv[0].startswith(str(env).encode()) and argv[1:2] == [b"-"] and not harness.gone(int(name)):
+                found.append(int(name))
+    return found
+
+
+@pytest.mark.parametrize("gpus", ["1", "2"])
+def test_sigterm_during_the_per_gpu_preflight_kills_every_probe(tmp_path: Path, gpus: str) -> None:
+    """The probes (one per GPU, in parallel threads) hang at their python's start (a .pth line sleeps, as a
+    stuck CUDA init would). SIGTERM to the launcher must do what it does for the one app of old (0.1 s here):
+    143, one line, no probe left, no app started. Bug: with any HEYGEM_GPUS the launcher does not exit: the
+    signal's exception unwinds the main thread into ThreadPoolExecutor's exit, which waits for the worker
+    threads, each waiting on its probe until HEYGEM_PREFLIGHT_TIMEOUT (90 s by default); the probes, in their own
+    sessions out of reach of tini's group signal, are not killed. `docker stop` then ends in SIGKILL (137)."""
+    from tests import envs
+
+    prefix = envs.make_venv(tmp_path / "hang")
+    (envs.site_of(prefix) / "zz_hang.pth").write_text("import time; time.sleep(600)\n")
+    port = _two_free_ports()
+    env = {**_env(port), "HEYGEM_GPUS": gpus, "HEYGEM_PREFLIGHT_TIMEOUT": "300"}
+    svc = harness.start(tmp_path, prefix, env=env)  # type: ignore[arg-type]
+    try:
+        probes = wait_for(
+            lambda: (lambda p: p if len(p) == int(gpus) else None)(_probes_of(prefix)), 30, "every probe started"
+        )
+        time.sleep(0.3)
+        os.kill(svc.proc.pid, signal.SIGTERM)
+        try:
+            code = svc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            left = [pid for pid in probes if not harness.gone(pid)]
+            pytest.fail(f"no exit 20 s after SIGTERM; probes still running: {left}")
+        assert code == 143
+        err = svc.stderr()
+        assert "SIGTERM during the preflight" in err and "Traceback" not in err, err[-2000:]
+        for pid in probes:
+            wait_for(lambda pid=pid: harness.gone(pid), 5, f"probe {pid} gone")
+        assert harness.get(port) is None and harness.get(port + 1) is None
+    finally:
+        svc.cleanup()
+        for pid in _probes_of(prefix):
+            os.kill(pid, signal.SIGKILL)
