@@ -538,3 +538,36 @@ def test_sigterm_during_the_per_gpu_preflight_kills_every_probe(tmp_path: Path, 
         svc.cleanup()
         for pid in _probes_of(prefix):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_a_restart_whose_preflight_refuses_one_gpu_keeps_both_old_apps(tmp_path: Path) -> None:
+    """Two apps run; then GPU 1's preflight starts failing for real (an activate.d script of the env, run with
+    the app's CUDA_VISIBLE_DEVICES, sets a PYTHONHOME under which its python cannot start). `restart` under
+    `all`: 69 naming GPU 1, and both old apps keep answering, untouched."""
+    from tests import envs
+
+    prefix = envs.make_venv(tmp_path / "env")
+    envs.link_ort(prefix)
+    port = _two_free_ports()
+    (tmp_path / "heygem.env").write_text("")  # what harness.control's restart reads
+    svc = harness.start(tmp_path, prefix, env={**_env(port), "TEST_APP_SPEED": "20"})  # type: ignore[arg-type]
+    try:
+        first, second = _answer(svc, port), _answer(svc, port + 1)
+        wait_for(lambda: _status(svc)["ready"], 30, "both apps ready")
+        (prefix / "conda-meta").mkdir(exist_ok=True)
+        folder = prefix / "etc" / "conda" / "activate.d"
+        folder.mkdir(parents=True)
+        (folder / "broken-on-gpu1.sh").write_text(
+            'if [ "$CUDA_VISIBLE_DEVICES" = 1 ]; then export PYTHONHOME=/nonexistent; fi\n'
+        )
+        result = control(svc, "restart")
+        assert result.returncode == 69, result.stdout + result.stderr
+        assert "GPU 1" in result.stdout + result.stderr
+        assert harness.get(port)["pid"] == first["pid"] and harness.get(port + 1)["pid"] == second["pid"]  # type: ignore[index]
+        programs = _programs(svc)
+        assert programs["app-0"]["restarts"] == 0 and programs["app-1"]["restarts"] == 0
+        assert control(svc, "probe", "ready").returncode == 0
+        svc.signal(signal.SIGTERM)
+        assert svc.wait(timeout=STOP_GRACE + 10) == 0
+    finally:
+        svc.cleanup()
