@@ -37,6 +37,8 @@ class MemberCheck:
             "message": verdict.message,
             "fix": verdict.fix or None,
             "probe_elapsed_s": self.check.probe.elapsed_s,
+            # What the probe child itself saw: proof that it ran pinned to this GPU.
+            "probe_cuda_visible_devices": self.check.probe.report.get("cuda_visible_devices"),
         }
 
 
