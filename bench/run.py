@@ -18,6 +18,9 @@ probes:    `heygem-launch probe live|ready|startup` on a ready service (target m
 flood:     the launcher side's CPU while the app writes 200 records/s (each to its log and to stderr),
            beside the same processes at rest, same run; target: heygem-launch under 2% of one core.
 metrics:   heygem-launch's RSS at rest with HEYGEM_METRICS_PORT off and on (after a scrape), twice each.
+preflight-gpus: `--check-only` with HEYGEM_GPUS=2 (two probes, each pinned to its GPU, in parallel) against one
+           app's, interleaved, medians (HEYGEM_REQUIRE_PROVIDER=CPUExecutionProvider, so both probes run
+           to the end); target ratio <= 1.5: the second GPU must not cost a second preflight.
 long-lines: 1 GiB of 1 MiB lines into the app's log, then a queue-full line: the launcher's RSS growth
            (target < 5 MB) and the incident file's size (target < 1 MB).
 """
@@ -63,9 +66,9 @@ def launch_rss(args: list[str]) -> list[str]:
     ]
 
 
-def timed(cmd: list[str], cwd: str, expect: tuple[int, ...] = (0,)) -> float:
+def timed(cmd: list[str], cwd: str, expect: tuple[int, ...] = (0,), env: dict[str, str] | None = None) -> float:
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+    proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False, env=env)
     elapsed = time.perf_counter() - start
     if proc.returncode not in expect:  # a fast crash is no result
         raise SystemExit(f"{cmd[:3]} exited {proc.returncode}: {proc.stderr.decode()[-500:]}")
@@ -108,9 +111,30 @@ def bench_preflight_116(rounds: int) -> dict[str, object]:
     return {"build": f"onnxruntime-gpu {build.version}, Python 3.8", **result}
 
 
+def bench_preflight_gpus(rounds: int) -> dict[str, object]:
+    base = {**os.environ, "HEYGEM_REQUIRE_PROVIDER": "CPUExecutionProvider"}
+    two = {**base, "HEYGEM_GPUS": "2"}
+    with tempfile.TemporaryDirectory() as app:
+        Path(app, "app.py").write_text("")
+        timed(LAUNCH, app, env=base), timed(LAUNCH, app, env=two)  # warm the page cache
+        one_app, two_apps = [], []
+        for _ in range(rounds):
+            one_app.append(timed(LAUNCH, app, env=base))
+            two_apps.append(timed(LAUNCH, app, env=two))
+    ratio = statistics.median(two_apps) / statistics.median(one_app)
+    return {
+        "one_app_median_s": round(statistics.median(one_app), 3),
+        "two_gpus_median_s": round(statistics.median(two_apps), 3),
+        "ratio": round(ratio, 2),
+        "ratio_target": 1.5,
+        "pass": ratio <= 1.5,
+    }
+
+
 BENCHES: dict[str, Callable[[argparse.Namespace], dict[str, object]]] = {
     "preflight": lambda a: bench_preflight(a.rounds),
     "preflight-1.16": lambda a: bench_preflight_116(a.rounds),
+    "preflight-gpus": lambda a: bench_preflight_gpus(a.rounds),
     "respawn": lambda a: bench_respawn(min(a.rounds, 10)),
     "stop": lambda a: bench_stop(min(a.rounds, 7)),
     "idle": lambda a: bench_idle(a.idle_seconds),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import select
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -77,6 +78,26 @@ def interruptible() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
+def stdout_reader_gone(fd: int = 1) -> bool:
+    """True when `fd` is a pipe whose reader has gone (`heygem-launch status | head`): poll() reports
+    POLLERR on such a pipe's write end (pipe(7))."""
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(event & select.POLLERR for _fd, event in poller.poll(0))
+
+
+def _guarded(call: Callable[[], int]) -> int:
+    """A command's exit code. click turns any BrokenPipeError into a quiet exit 1, which is right only for our
+    own stdout closed by its reader; a pipe to one of our children (a probe, a shell) breaking is an error
+    that must be said, with its code."""
+    try:
+        return call()
+    except BrokenPipeError as exc:
+        if stdout_reader_gone():
+            raise
+        raise LaunchError(f"internal error: a pipe to a child process broke: {exc}") from None
+
+
 def _interrupted(exc: Interrupted, what: str) -> int:
     name = signal.Signals(exc.signum).name
     click.echo(f"heygem-launch: {name} {what}: the probe was stopped and the app not started", err=True)
@@ -138,10 +159,10 @@ def cli(ctx: click.Context, check_only: bool, as_json: bool, **params: Any) -> N
             raise click.UsageError("--check-only takes no command")
         return
     if check_only:
-        sys.exit(_check(load_settings(flags), as_json))
+        sys.exit(_guarded(lambda: _check(load_settings(flags), as_json)))
     if as_json:
         raise click.UsageError("--json needs --check-only or a command")
-    sys.exit(_run(load_settings(flags), flags))
+    sys.exit(_guarded(lambda: _run(load_settings(flags), flags)))
 
 
 def _run(settings: Settings, flags: dict[str, str | None]) -> int:
@@ -204,8 +225,8 @@ def subcommand(
                 run = client_run_dir(flags)
                 if warn_unapplied:
                     _warn_unapplied(flags)
-                sys.exit(func(run, flags, **params))
-            sys.exit(func(load_settings(flags), **params))
+                sys.exit(_guarded(lambda: func(run, flags, **params)))
+            sys.exit(_guarded(lambda: func(load_settings(flags), **params)))
 
         for decorator in (*reversed(extra), setting_options):
             command = decorator(command)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -37,6 +36,8 @@ class MemberCheck:
             "message": verdict.message,
             "fix": verdict.fix or None,
             "probe_elapsed_s": self.check.probe.elapsed_s,
+            # What the probe child itself saw: proof that it ran pinned to this GPU.
+            "probe_cuda_visible_devices": self.check.probe.report.get("cuda_visible_devices"),
         }
 
 
@@ -163,6 +164,9 @@ def fleet_preflight(
         env = member_environ(environ, instance)
         check = preflight(own, env) if start else run_preflight(own, env, start=False)
         return MemberCheck(instance, check)
+
+    # Only here: one app's preflight (the default) must not pay for the import (~8 ms, on the critical path).
+    from concurrent.futures import ThreadPoolExecutor
 
     # One thread per GPU: each waits on its probe child; the probes' CUDA start-ups overlap.
     with ThreadPoolExecutor(max_workers=min(len(planned), os.cpu_count() or 1, 16)) as pool:

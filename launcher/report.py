@@ -137,7 +137,9 @@ def render_fleet(fleet: FleetCheck) -> str:
     lines = [text, "", f"Per GPU (HEYGEM_GPUS={fleet.settings.gpus}, HEYGEM_GPU_POLICY={fleet.settings.gpu_policy})"]
     for member in fleet.members:
         instance, verdict = member.instance, member.check.verdict
-        shown = "passed" if member.check.ok else f"REFUSED [{verdict.cause}]: {excerpt(verdict.message)}"
+        same = verdict.message == fleet.primary.verdict.message
+        why = "as above" if same else excerpt(verdict.message)
+        shown = "passed" if member.check.ok else f"REFUSED [{verdict.cause}]: {why}"
         lines.append(
             f"  {instance.program:<7} {instance.gpu_label:<30} CUDA_VISIBLE_DEVICES={instance.cuda_visible_devices} "
             f"port {instance.port}: {shown}"

@@ -42,6 +42,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_ports(count: int) -> int:
+    """A port p with p .. p + count - 1 all free now (the apps of HEYGEM_GPUS get HEYGEM_APP_PORT + i), taken
+    below the kernel's ephemeral range, where outgoing connections (Prometheus' scrapes) would land."""
+    low, _high = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    for start in range(20000, low - count, 97):
+        sockets = []
+        try:
+            for port in range(start, start + count):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return start
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise AssertionError(f"no {count} consecutive free ports below {low}")
+
+
 def wait_for(check: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
     """Poll until `check()` is truthy; fail naming `what` at the deadline."""
     deadline = time.monotonic() + timeout

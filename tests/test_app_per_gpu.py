@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 from dataclasses import replace
 from pathlib import Path
 
@@ -144,7 +143,8 @@ def test_each_probe_runs_pinned_to_its_gpu(ort_env: Path, tmp_path: Path) -> Non
         assert member.check.probe.report["cuda_visible_devices"] == visible  # what the probe child saw
         assert member.check.app.env["CUDA_VISIBLE_DEVICES"] == visible  # what the app will get
         assert member.check.app.port == port and member.check.app.env["GRADIO_SERVER_PORT"] == str(port)
-    assert json.loads(json.dumps(fleet.as_dict()))["instances"][1]["gpu_uuid"] == UUID1
+    listed = json.loads(json.dumps(fleet.as_dict()))["instances"][1]
+    assert (listed["gpu_uuid"], listed["probe_cuda_visible_devices"]) == (UUID1, "1")
 
 
 def _one_gpu_fails(ort_env: Path, tmp_path: Path, policy: str) -> FleetCheck:
@@ -194,16 +194,7 @@ def test_check_only_with_two_gpus_without_a_driver_refuses_for_each(tmp_path: Pa
 
 # -- two real apps under one supervisord ---------------------------------------------------------------
 def _two_free_ports() -> int:
-    """A port p with p and p + 1 both free (the apps get HEYGEM_APP_PORT + i)."""
-    for _ in range(100):
-        port = harness.free_port()
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise AssertionError("no two consecutive free ports")
+    return harness.free_ports(2)
 
 
 @pytest.fixture

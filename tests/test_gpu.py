@@ -98,3 +98,16 @@ def test_doctor_reports_the_gpu_table(launch) -> None:
     doc = run.json
     print(run.stdout[-3000:])
     assert doc["gpus"]["available"] and doc["gpus"]["gpus"][0]["memory_total_mib"] > 0
+
+
+def test_one_app_per_gpu_names_each_real_gpu(launch) -> None:
+    """HEYGEM_GPUS=all on the real driver: one planned app and one probe per GPU NVML lists, each pinned to
+    its GPU (the probe reports the CUDA_VISIBLE_DEVICES it ran with) and named with its real UUID."""
+    run = launch("--check-only", "--json", "--conda-env", "", env={"HEYGEM_CONDA_ENV": "", "HEYGEM_GPUS": "all"})
+    doc = run.json
+    print(json_lines := [(i["program"], i["gpu"], i["ok"], i["cause"]) for i in doc["instances"]], flush=True)
+    assert len(json_lines) == len(INVENTORY.gpus)
+    for instance, device in zip(doc["instances"], INVENTORY.gpus, strict=True):
+        assert instance["gpu_uuid"] == device.uuid and instance["cuda_visible_devices"] == str(device.index)
+        assert instance["probe_cuda_visible_devices"] == str(device.index)
+    assert run.returncode == (0 if doc["ok"] else 69)

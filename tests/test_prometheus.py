@@ -87,11 +87,14 @@ def test_prometheus_sees_each_app_on_its_own(tmp_path: Path, ort_env: Path, prom
     """HEYGEM_GPUS=2 on this CPU machine (HEYGEM_REQUIRE_PROVIDER=CPUExecutionProvider): a kill of one app
     counts against that app only."""
     metrics_port, web_port = prometheus
-    port = free_port()
+    port = harness.free_ports(2)
     env = {"HEYGEM_METRICS_PORT": str(metrics_port), "HEYGEM_GPUS": "2", "HEYGEM_APP_PORT": str(port)}
     service = harness.start(tmp_path, ort_env, env={**env, "GRADIO_SERVER_PORT": None})
     try:
-        wait_for(lambda: len(query(web_port, "heygem_ready == 1")) == 2, 60, "Prometheus to see both apps ready")
+        try:
+            wait_for(lambda: len(query(web_port, "heygem_ready == 1")) == 2, 90, "Prometheus to see both apps ready")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the service's stderr:\n{service.stderr()[-3000:]}") from None
         second = wait_for(lambda: harness.get(port + 1), 30, "the second app")
         os.kill(second["pid"], signal.SIGKILL)
         wait_for(lambda: query(web_port, 'heygem_restarts_total{app="app-1"} == 1'), 30, "app-1's restart counted")
