@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,15 +28,7 @@ STOP_GRACE = 3  # HEYGEM_STOP_GRACE in harness.start
 
 def _two_free_ports() -> int:
     """A port p with p and p + 1 both free (the apps get HEYGEM_APP_PORT + i)."""
-    for _ in range(100):
-        port = harness.free_port()
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise AssertionError("no two consecutive free ports")
+    return harness.free_ports(2)
 
 
 def _env(port: int, **extra: str | None) -> dict[str, str | None]:
@@ -208,7 +199,7 @@ def test_metrics_port_on_the_second_apps_port_is_refused(launch_service) -> None
     the next port, and `probe ready` asks HEAD / of the metrics server, which answers: every probe watches the
     wrong port, the very thing the busy-port refusal exists to prevent. Should: exit 78 naming
     HEYGEM_METRICS_PORT and the app's port, nothing started."""
-    port = _two_free_ports()
+    port = harness.free_ports(3)  # app-1 moves on to p + 2
     svc = launch_service(env=_env(port, HEYGEM_METRICS_PORT=str(port + 1)))
     wait_for(
         lambda: svc.proc.poll() is not None or "app-1 (GPU 1) started" in svc.stderr(), 60, "an exit or app-1's start"
