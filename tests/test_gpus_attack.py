@@ -562,3 +562,32 @@ def test_a_restart_whose_preflight_refuses_one_gpu_keeps_both_old_apps(tmp_path:
         assert svc.wait(timeout=STOP_GRACE + 10) == 0
     finally:
         svc.cleanup()
+
+
+def test_doctor_calls_an_app_given_up_a_problem(launch_service) -> None:  # type: ignore[no-untyped-def]
+    """Under `any`, app-1 crash-looped past its HEYGEM_MAX_RESTARTS and was stopped; app-0 serves alone, on half
+    the GPUs. Bug: `doctor` exits 0, "no problem found". Should: 69 (the README's "a problem"), naming app-1."""
+    port = _two_free_ports()
+    svc = launch_service(env=_env(port, HEYGEM_MAX_RESTARTS="0", HEYGEM_GPU_POLICY="any"))
+    _answer(svc, port)
+    second = _answer(svc, port + 1)
+    wait_for(lambda: _status(svc)["ready"], 30, "both apps ready")
+    os.kill(second["pid"], signal.SIGKILL)
+    wait_for(lambda: _programs(svc)["app-1"]["given_up"], 20, "app-1 given up")
+    doctor = control(svc, "doctor", "--json")
+    data = json.loads(doctor.stdout)
+    assert doctor.returncode == 69 and data["problem"] is True, data["conclusion"]
+    assert "app-1" in data["conclusion"], data["conclusion"]
+
+
+def test_supervisord_killed_ends_both_apps_with_70(launch_service) -> None:  # type: ignore[no-untyped-def]
+    port = _two_free_ports()
+    svc = launch_service(env=_env(port))
+    first, second = _answer(svc, port), _answer(svc, port + 1)
+    wait_for(lambda: _status(svc)["ready"], 30, "both apps ready")
+    os.kill(int((svc.run_dir / "supervisord.pid").read_text()), signal.SIGKILL)
+    assert svc.wait(timeout=STOP_GRACE + 10) == 70
+    assert "supervisord exited unexpectedly" in svc.stderr()
+    for pid in (first["pid"], *first["workers"], second["pid"], *second["workers"]):
+        wait_for(lambda pid=pid: harness.gone(pid), 5, f"app process {pid} gone")
+    assert _in_app_dir(svc.app_dir) == []
