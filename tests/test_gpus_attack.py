@@ -591,3 +591,37 @@ def test_supervisord_killed_ends_both_apps_with_70(launch_service) -> None:  # t
     for pid in (first["pid"], *first["workers"], second["pid"], *second["workers"]):
         wait_for(lambda pid=pid: harness.gone(pid), 5, f"app process {pid} gone")
     assert _in_app_dir(svc.app_dir) == []
+
+
+def test_restart_stops_the_old_apps_together_not_one_after_the_other(launch_service, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Both apps ignore SIGTERM; `restart` replaces them. Bug: install() stops the old programs one by one
+    (stopProcessGroup with wait=True each), so app-1 is only signalled once app-0 was SIGKILLed at the grace:
+    the service is down N x HEYGEM_STOP_GRACE, and the launcher's loop is blocked all that time. Should: the old
+    apps end together, at the grace (here app-1 ends ~3 s after app-0)."""
+    port = _two_free_ports()
+    env_file = tmp_path / "heygem.env"
+    env_file.write_text("APP_SETTING=a\n")
+    svc = launch_service(env=_env(port, HEYGEM_ENV_FILE=str(env_file), TEST_APP_MODE="ignore-sigterm"))
+    first, second = _answer(svc, port), _answer(svc, port + 1)
+    wait_for(lambda: _status(svc)["ready"], 30, "both apps ready")
+    env_file.write_text("APP_SETTING=b\n")
+    ended: dict[int, float] = {}
+    restart = subprocess.Popen(
+        [*LAUNCH, "restart"],
+        env=clean_environ(HEYGEM_RUN_DIR=str(svc.run_dir), HEYGEM_ENV_FILE=str(env_file)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + STOP_GRACE * 2 + 20
+        while len(ended) < 2 and time.monotonic() < deadline:
+            for pid in (first["pid"], second["pid"]):
+                if pid not in ended and harness.gone(pid):
+                    ended[pid] = time.monotonic()
+            time.sleep(0.02)
+        assert len(ended) == 2, "the old apps were not both replaced"
+        assert restart.wait(timeout=60) == 0
+    finally:
+        restart.kill()
+    apart = abs(ended[first["pid"]] - ended[second["pid"]])
+    assert apart < 1.5, f"the old apps ended {apart:.1f} s apart (HEYGEM_STOP_GRACE={STOP_GRACE})"
