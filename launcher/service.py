@@ -1,4 +1,4 @@
-"""Run and supervise the app: supervisord as a child, and the loop that follows it.
+"""Run and supervise the app (one per GPU with HEYGEM_GPUS): supervisord as a child, and the loop that follows it.
 
 supervisord restarts the app; this loop adds what supervisord lacks: a clean stop within the grace on
 SIGTERM/SIGINT (exit 0), giving up when `exitpolicy` says so (exit 70), a validated restart with rollback on
@@ -23,11 +23,11 @@ from typing import BinaryIO, TextIO
 
 from inotify_simple import INotify
 
-from launcher import exitcodes, exitpolicy, gpu, metrics, ports, probe, procs
+from launcher import exitcodes, exitpolicy, gpu, metrics, ports, probe, procs, statefile
 from launcher.appruntime import AppRuntime
 from launcher.control import CALL_ERRORS, Supervisor, new_credentials
 from launcher.errors import LaunchError
-from launcher.fleet import FleetCheck, MemberCheck
+from launcher.fleet import FleetCheck
 from launcher.follow import Follower
 from launcher.loaderenv import launcher_child_env
 from launcher.preflight import CheckResult
@@ -127,84 +127,30 @@ class Service:
         return bool(readies) and all(readies)
 
     def save_state(self) -> None:
-        last = self.last_check
-        verdict = last.verdict
-        for member in last.members:
-            self.metrics.preflight(member.check.ok, member.check.verdict.cause, member.instance.program)
         apps = list(self.apps.values())
+        for member in self.last_check.members:
+            self.metrics.preflight(member.check.ok, member.check.verdict.cause, member.instance.program)
         for rt in apps:
             self.metrics.ready(rt.ready, rt.program)
-        first = apps[0].state() if apps else {}
-        incidents = [rt.watch.open_incident for rt in apps if rt.watch.open_incident]
         write_json(
             self.run.state,
-            {
-                # The first app's fields at the top level, as with one app; every app under "instances".
-                **{k: first.get(k) for k in ("ready_at", "missing_markers", "last_incident", "tasks")},
-                "launcher_pid": os.getpid(),
-                "started_at": self.started_at,
-                "generation": self.generation,
-                "restarts": sum(len(rt.restarts) for rt in apps),
-                "restart_times": sorted(t for rt in apps for t in rt.restarts.times),
-                "restarting": self.flow.busy(),
-                "last_exit": first.get("last_exit", ""),
-                "wrapper_pid": first.get("wrapper_pid"),
-                "app_port": self.check.app.port if not apps else apps[0].port,
-                "app_started": any(rt.app_started for rt in apps),
-                "ready": self.ready,
-                "incident": incidents[0] if incidents else None,
-                "gpu_policy": None if self.fleet.single else self.settings.gpu_policy,
-                "instances": [rt.state() for rt in apps] + [self.refused_state(m) for m in self.fleet.failing],
-                "preflight": {
-                    "skipped": last.primary.probe.report.get("skipped", False),
-                    "ok": verdict.ok,
-                    "cause": verdict.cause,
-                    "message": verdict.message,
-                    "checked_at": last.checked_at,
-                    "provider": last.settings.require_provider,
-                },
-            },
+            statefile.state_document(
+                apps,
+                self.fleet,
+                self.last_check,
+                launcher_pid=os.getpid(),
+                started_at=self.started_at,
+                generation=self.generation,
+                restarting=self.flow.busy(),
+                ready=self.ready,
+            ),
         )
-
-    @staticmethod
-    def refused_state(member: MemberCheck) -> dict[str, object]:
-        """An app whose GPU did not pass (HEYGEM_GPU_POLICY=any): never started."""
-        verdict = member.check.verdict
-        return {
-            **member.as_dict(),
-            "wrapper_pid": None,
-            "app_started": False,
-            "ready": False,
-            "given_up": f"preflight refused [{verdict.cause}]",
-            "preflight": {"ok": False, "cause": verdict.cause, "message": verdict.message},
-        }
 
     def save_settings(self) -> None:
         """The running generation's settings as given, so that `doctor` (and a probe) use the service's own
         settings rather than a .env file that may be mid-edit."""
-        s = self.settings
-        write_json(
-            self.run.settings,
-            {
-                "generation": self.generation,
-                "raw": self.absolute_raw(),
-                "app_env": dict(s.app_env),
-                "env_file": str(s.env_file) if s.env_file else None,
-                "restart_timeout": s.restart_timeout,
-                "preflight_timeout": s.preflight_timeout,
-                "stop_grace": s.stop_grace,
-            },
-        )
-
-    def absolute_raw(self) -> dict[str, str]:
-        """The settings as given, with what was relative to the service's working directory made absolute:
-        a client rebuilds them from anywhere."""
-        s = self.settings
-        raw = {**s.raw, "HEYGEM_APP_DIR": str(s.app_dir), "HEYGEM_APP_LOG": str(s.app_log)}
-        raw["HEYGEM_RUN_DIR"] = str(self.run.path)
-        if "/" in s.conda_env:
-            raw["HEYGEM_CONDA_ENV"] = str(self.check.app.conda.prefix)
-        return raw
+        raw = statefile.absolute_raw(self.settings, self.run.path, self.check.app.conda.prefix)
+        write_json(self.run.settings, statefile.settings_document(self.settings, self.generation, raw))
 
     # -- start ----------------------------------------------------------------------------------------
     def new_generation(self, settings: Settings, fleet: FleetCheck) -> Generation:
