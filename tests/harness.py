@@ -86,6 +86,20 @@ def gone(pid: int) -> bool:
     return proc_state(pid) in (None, "Z")
 
 
+def probes_of(env: Path) -> list[int]:
+    """The live probes the launcher started with `env`'s python: `ENV/bin/python -` (one per GPU with HEYGEM_GPUS)."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                argv = Path(f"/proc/{name}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argv[0].startswith(str(env).encode()) and argv[1:2] == [b"-"] and not gone(int(name)):
+                found.append(int(name))
+    return found
+
+
 def environ_of(pid: int) -> dict[str, str]:
     """A process's environment as the kernel holds it (/proc/PID/environ)."""
     raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")

@@ -479,20 +479,6 @@ def test_policy_all_exits_70_naming_the_app_whose_incidents_used_up_its_budget(l
 
 
 # -- SIGTERM while the GPUs' probes run ---------------------------------------------------------------------------
-def _probes_of(env: Path) -> list[int]:
-    """The probes: `ENV/bin/python -` started by the launcher."""
-    found = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                argv = Path(f"/proc/{name}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if argv[0].startswith(str(env).encode()) and argv[1:2] == [b"-"] and not harness.gone(int(name)):
-                found.append(int(name))
-    return found
-
-
 @pytest.mark.parametrize("gpus", ["1", "2"])
 def test_sigterm_during_the_per_gpu_preflight_kills_every_probe(tmp_path: Path, gpus: str) -> None:
     """The probes (one per GPU, in parallel threads) hang at their python's start (a .pth line sleeps, as a
@@ -510,7 +496,7 @@ def test_sigterm_during_the_per_gpu_preflight_kills_every_probe(tmp_path: Path, 
     svc = harness.start(tmp_path, prefix, env=env)  # type: ignore[arg-type]
     try:
         probes = wait_for(
-            lambda: (lambda p: p if len(p) == int(gpus) else None)(_probes_of(prefix)), 30, "every probe started"
+            lambda: (lambda p: p if len(p) == int(gpus) else None)(harness.probes_of(prefix)), 30, "every probe started"
         )
         time.sleep(0.3)
         os.kill(svc.proc.pid, signal.SIGTERM)
@@ -527,7 +513,7 @@ def test_sigterm_during_the_per_gpu_preflight_kills_every_probe(tmp_path: Path, 
         assert harness.get(port) is None and harness.get(port + 1) is None
     finally:
         svc.cleanup()
-        for pid in _probes_of(prefix):
+        for pid in harness.probes_of(prefix):
             os.kill(pid, signal.SIGKILL)
 
 

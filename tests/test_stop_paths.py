@@ -91,15 +91,7 @@ def hanging_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def probe_of(env: Path) -> int | None:
     """The probe: `ENV/bin/python -` started by the launcher."""
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                argv = Path(f"/proc/{name}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if argv[0].startswith(str(env).encode()) and argv[1:2] == [b"-"]:
-                return int(name)
-    return None
+    return next(iter(harness.probes_of(env)), None)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
