@@ -611,3 +611,37 @@ def test_restart_stops_the_old_apps_together_not_one_after_the_other(launch_serv
         restart.kill()
     apart = abs(ended[first["pid"]] - ended[second["pid"]])
     assert apart < 1.5, f"the old apps ended {apart:.1f} s apart (HEYGEM_STOP_GRACE={STOP_GRACE})"
+
+
+def test_probe_live_passes_while_a_restart_replaces_the_apps(launch_service, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`probe live` (Kubernetes' liveness: failures restart the pod) asked over and over while `restart`
+    replaces two apps that take the whole grace to stop. Bug: it fails ("app-0: the app is STOPPED") for as long
+    as the other old app is still being stopped (one grace per app, see the test above), and again between a
+    program's removal and its return, where the probe does not even answer: supervisord's BAD_NAME Fault escapes
+    it as "heygem-launch: internal error: Fault: <Fault 10: 'BAD_NAME: app-0'>" (exit 70, where a probe must
+    exit 0 or 1). The launcher is replacing the apps on purpose: STOPPING is already taken as alive; so must the
+    rest of a deliberate replacement be."""
+    port = _two_free_ports()
+    env_file = tmp_path / "heygem.env"
+    env_file.write_text("APP_SETTING=a\n")
+    svc = launch_service(env=_env(port, HEYGEM_ENV_FILE=str(env_file), TEST_APP_MODE="ignore-sigterm"))
+    _answer(svc, port), _answer(svc, port + 1)
+    wait_for(lambda: _status(svc)["ready"], 30, "both apps ready")
+    env_file.write_text("APP_SETTING=b\n")
+    restart = subprocess.Popen(
+        [*LAUNCH, "restart"],
+        env=clean_environ(HEYGEM_RUN_DIR=str(svc.run_dir), HEYGEM_ENV_FILE=str(env_file)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    failures = []
+    try:
+        while restart.poll() is None:
+            live = control(svc, "probe", "live")
+            if live.returncode != 0:
+                failures.append((live.returncode, (live.stdout + live.stderr).strip()))
+        assert restart.returncode == 0
+    finally:
+        restart.kill()
+    assert {code for code, _ in failures} <= {1}, f"a probe that is no answer: {failures[:3]}"
+    assert failures == [], f"{len(failures)} failed: {failures[:3]}"
