@@ -395,6 +395,8 @@ class Service:
         """An app that cannot go on. One app, or HEYGEM_GPU_POLICY=all: stop everything with `code`. With `any`
         and another app still running: stop only this one, and say so."""
         others = [o for o in self.apps.values() if o is not rt and not o.given_up]
+        if not self.fleet.single and rt.program not in line:
+            line = f"{self.named(rt)}: {line}".replace(" : ", ": ")
         if self.fleet.single or self.settings.gpu_policy != "any" or not others:
             self.save_state()
             self.log(line)

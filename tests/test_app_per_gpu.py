@@ -24,7 +24,7 @@ from launcher.instances import GpuSelection, Instance, parse_gpus, plan
 from launcher.preflight import run_preflight
 from launcher.report import render_fleet
 from launcher.settings import load_settings
-from tests import harness
+from tests import envs, harness
 from tests.conftest import LAUNCH, clean_environ
 from tests.harness import control, environ_of, wait_for
 
@@ -284,32 +284,37 @@ def test_restart_after_a_config_change_replaces_every_app(launch_service, tmp_pa
     assert {p["name"] for p in _status(svc)["programs"]} == {"app-0", "app-1"}
 
 
-def _break_gpu_1(ort_env: Path) -> None:
-    """GPU 1's preflight fails for real: an activate.d script of the conda env (run, as `conda activate` runs it,
+def conda_env_with(tmp_path: Path, activate_sh: str) -> Path:
+    """A private conda env (onnxruntime-gpu linked in) whose activate.d script does `activate_sh`: the
+    session's shared `ort_env` must never be changed by a test."""
+    prefix = envs.make_venv(tmp_path / "conda-env")
+    envs.link_ort(prefix)
+    envs.make_conda(prefix, {}, activate_sh)
+    return prefix
+
+
+def _break_gpu_1(tmp_path: Path) -> dict[str, str]:
+    """GPU 1's preflight fails for real: the conda env's activate.d script (run, as `conda activate` runs it,
     with the app's CUDA_VISIBLE_DEVICES) sets a PYTHONHOME under which its probe's python cannot start.
     The stand-in for a GPU that fails; the other GPU's probe passes."""
-    (ort_env / "conda-meta").mkdir(exist_ok=True)  # a conda env: its activate.d scripts are run
-    folder = ort_env / "etc" / "conda" / "activate.d"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "broken-on-gpu1.sh").write_text(
-        'if [ "$CUDA_VISIBLE_DEVICES" = 1 ]; then export PYTHONHOME=/nonexistent; fi\n'
-    )
+    script = 'if [ "$CUDA_VISIBLE_DEVICES" = 1 ]; then export PYTHONHOME=/nonexistent; fi\n'
+    return {"HEYGEM_CONDA_ENV": str(conda_env_with(tmp_path, script))}
 
 
-def test_policy_all_refuses_to_start_naming_the_gpu(launch_service, ort_env: Path) -> None:  # type: ignore[no-untyped-def]
-    _break_gpu_1(ort_env)
+def test_policy_all_refuses_to_start_naming_the_gpu(launch_service, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    broken = _break_gpu_1(tmp_path)
     port = _two_free_ports()
-    svc = launch_service(env={"HEYGEM_GPUS": "2", "HEYGEM_APP_PORT": str(port), "GRADIO_SERVER_PORT": None})
+    svc = launch_service(env={"HEYGEM_GPUS": "2", "HEYGEM_APP_PORT": str(port), "GRADIO_SERVER_PORT": None, **broken})
     assert svc.wait(timeout=120) == 69
     err = svc.stderr()
     assert "REFUSED [" in err and "GPU 1: " in err and "HEYGEM_GPU_POLICY=all needs every GPU to pass" in err
     assert harness.get(port) is None and harness.get(port + 1) is None  # nothing was started
 
 
-def test_policy_any_starts_the_gpu_that_passed(launch_service, ort_env: Path) -> None:  # type: ignore[no-untyped-def]
-    _break_gpu_1(ort_env)
+def test_policy_any_starts_the_gpu_that_passed(launch_service, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     port = _two_free_ports()
     env = {"HEYGEM_GPUS": "2", "HEYGEM_GPU_POLICY": "any", "HEYGEM_APP_PORT": str(port), "GRADIO_SERVER_PORT": None}
+    env.update(_break_gpu_1(tmp_path))
     svc = launch_service(env=env)
     first = _pids(svc, port)
     assert environ_of(first["pid"])["CUDA_VISIBLE_DEVICES"] == "0"
@@ -319,5 +324,36 @@ def test_policy_any_starts_the_gpu_that_passed(launch_service, ort_env: Path) ->
     assert programs["app-0"]["state"] == "RUNNING"
     assert programs["app-1"]["state"] == "NOT STARTED" and "preflight refused" in programs["app-1"]["given_up"]
     assert harness.get(port + 1) is None
+    ready = control(svc, "probe", "ready")
+    assert ready.returncode == 0, ready.stdout + ready.stderr
+
+
+def _crash_loop_on_gpu_1(tmp_path: Path) -> dict[str, str]:
+    """The app on GPU 1 crash-loops for real (the stand-in's crash-loop mode, set by the conda env's
+    activate.d script for that GPU alone); the app on GPU 0 is healthy."""
+    script = 'if [ "$CUDA_VISIBLE_DEVICES" = 1 ]; then export TEST_APP_MODE=crash-loop; fi\n'
+    return {"HEYGEM_CONDA_ENV": str(conda_env_with(tmp_path, script))}
+
+
+def test_an_app_that_cannot_run_stops_the_launcher_under_all(launch_service, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    crashing = _crash_loop_on_gpu_1(tmp_path)
+    port = _two_free_ports()
+    svc = launch_service(env={"HEYGEM_GPUS": "2", "HEYGEM_APP_PORT": str(port), "GRADIO_SERVER_PORT": None, **crashing})
+    assert svc.wait(timeout=120) == 70
+    err = svc.stderr()
+    assert "app-1 (GPU 1): app gave up after 4 quick failures" in err and "stopped (exit 70)" in err
+
+
+def test_under_any_only_the_app_that_cannot_run_is_stopped(launch_service, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    port = _two_free_ports()
+    env = {"HEYGEM_GPUS": "2", "HEYGEM_GPU_POLICY": "any", "HEYGEM_APP_PORT": str(port), "GRADIO_SERVER_PORT": None}
+    env.update(_crash_loop_on_gpu_1(tmp_path))
+    svc = launch_service(env=env)
+    first = _pids(svc, port)
+    wait_for(lambda: "stopping app-1 only, 1 app(s) run on" in svc.stderr(), 120, "app-1 given up")
+    programs = {p["name"]: p for p in _status(svc)["programs"]}
+    assert programs["app-1"]["given_up"] and programs["app-0"]["state"] == "RUNNING"
+    assert harness.get(port)["pid"] == first["pid"]  # type: ignore[index]
+    wait_for(lambda: _status(svc)["ok"], 30, "status ok with app-0 alone")
     ready = control(svc, "probe", "ready")
     assert ready.returncode == 0, ready.stdout + ready.stderr
