@@ -82,7 +82,7 @@ def app_port(setting: int | None, inherited: str | None) -> tuple[int, str | Non
         if inherited and inherited != str(setting):
             return setting, f"{PORT_VARIABLE}={inherited} replaced by HEYGEM_APP_PORT={setting}"
         return setting, None
-    if inherited and inherited.isdigit() and 0 < int(inherited) < 65536:
+    if inherited and inherited.isascii() and inherited.isdigit() and 0 < int(inherited) < 65536:
         return int(inherited), None
     if inherited:
         return DEFAULT_PORT, f"{PORT_VARIABLE}={inherited!r} is not a port; using {DEFAULT_PORT}"

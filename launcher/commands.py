@@ -46,6 +46,14 @@ class Status:
         live = [p for p in self.programs if not p.get("given_up")]
         return self.running and bool(live) and all(p["state"] == "RUNNING" for p in live)
 
+    @property
+    def tasks(self) -> list[dict[str, Any]]:
+        """The last tasks of every app, oldest first; each names its app when there are several."""
+        if len(self.programs) <= 1:
+            return list(self.state.get("tasks") or [])
+        tasks = [{**t, "app": p["name"]} for p in self.programs for t in p.get("tasks") or []]
+        return sorted(tasks, key=lambda t: t.get("started_at") or 0)
+
     def as_dict(self) -> dict[str, Any]:
         preflight = self.state.get("preflight") or {}
         return {
@@ -58,7 +66,7 @@ class Status:
             "missing_markers": self.state.get("missing_markers", []),
             "incident": self.state.get("incident"),
             "last_incident": self.state.get("last_incident"),
-            "tasks": self.state.get("tasks", []),
+            "tasks": self.tasks,
             "gpu_policy": self.state.get("gpu_policy"),
             "error": self.error or None,
         }
@@ -155,9 +163,10 @@ def render_status(result: Status) -> str:
     )
     if state.get("incident"):
         lines.append(f"  incident open: {state['incident'].get('kind')} ({state['incident'].get('snapshot')})")
-    for task in (state.get("tasks") or [])[-5:]:
+    for task in result.tasks[-5 * max(1, len(result.programs)) :]:
         fps = f"{task['fps']:.2f} frames/s" if task.get("fps") is not None else "- frames/s"
-        lines.append(f"  task {task['code']}: {task['outcome']}, {task['frames']} frames, {fps}")
+        where = f" on {task['app']}" if "app" in task else ""
+        lines.append(f"  task {task['code']}{where}: {task['outcome']}, {task['frames']} frames, {fps}")
     return "\n".join(lines)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,7 +103,8 @@ def _service(settings: Settings) -> tuple[dict[str, Any], int | None]:
         return {"running": False, "reason": f"no heygem-launch runs with run dir {settings.run_dir}"}, None
     if not result.running:
         return {"running": True, "launcher_pid": result.launcher_pid, "reason": result.error}, None
-    app = result.programs[0]
+    # The app looked at in depth: the first that runs (with HEYGEM_GPU_POLICY=any the first may be given up).
+    app = next((p for p in result.programs if p["pid"]), result.programs[0])
     service = {
         "running": True,
         "launcher_pid": result.launcher_pid,
@@ -112,7 +114,20 @@ def _service(settings: Settings) -> tuple[dict[str, Any], int | None]:
         "last_incident": result.state.get("last_incident"),
         # Every app (one per GPU with HEYGEM_GPUS); the process checks below look at all of their groups.
         "apps": [
-            {k: p.get(k) for k in ("name", "state", "pid", "gpu", "cuda_visible_devices", "port", "ready", "restarts")}
+            {
+                k: p.get(k)
+                for k in (
+                    "name",
+                    "state",
+                    "pid",
+                    "gpu",
+                    "cuda_visible_devices",
+                    "port",
+                    "ready",
+                    "restarts",
+                    "given_up",
+                )
+            }
             for p in result.programs
         ],
     }
@@ -135,10 +150,17 @@ def _app_by_hand(settings: Settings) -> int | None:
     return None
 
 
-def scan_log(settings: Settings, since: float | None, output: Path | None, tz: str | None = None) -> dict[str, Any]:
+def scan_log(
+    settings: Settings,
+    since: float | None,
+    output: Path | Sequence[tuple[Path, float | None]] | None,
+    tz: str | None = None,
+) -> dict[str, Any]:
     """HeyGem's own WARNING/ERROR records since `since` (the app's start, epoch seconds; None: the whole
-    tail), counted by what they are, and ONNX Runtime's fallback lines in the app's output since then.
+    tail), counted by what they are, and ONNX Runtime's fallback lines in the apps' captured output since
+    each app's start (`output`: one file, read since `since`, or (file, since) per app with HEYGEM_GPUS).
     `tz`: the app's TZ, in which it stamps its records."""
+    outputs = [(output, since)] if isinstance(output, Path) else list(output or [])
     path = settings.app_log
     found: dict[str, Any] = {"path": str(path), "exists": path.is_file(), "since": since, "counts": {}, "lines": []}
     counts: Counter[str] = Counter()
@@ -158,15 +180,16 @@ def scan_log(settings: Settings, since: float | None, output: Path | None, tz: s
         lines.append(line)
     # The output file outlives the app's restarts: a line without a time of its own (a print) takes the time
     # of the record or ONNX Runtime line before it.
-    stamped: float | None = None
-    for line in _tail(output) if output else []:
-        record = parse_record(line, tz)
-        at = record.at + (0 if record.precise else 1) if record else ort_line_time(line, tz)
-        stamped = at if at is not None else stamped
-        recent = since is None or (stamped is not None and stamped >= since)
-        if record is None and recent and settings.pattern_fallback.search(strip_colour(line)):
-            counts["onnxruntime_fallback"] += 1
-            lines.append(line)
+    for path_of_output, started in outputs:
+        stamped: float | None = None
+        for line in _tail(path_of_output):
+            record = parse_record(line, tz)
+            at = record.at + (0 if record.precise else 1) if record else ort_line_time(line, tz)
+            stamped = at if at is not None else stamped
+            recent = started is None or (stamped is not None and stamped >= started)
+            if record is None and recent and settings.pattern_fallback.search(strip_colour(line)):
+                counts["onnxruntime_fallback"] += 1
+                lines.append(line)
     found["counts"] = dict(counts)
     found["lines"] = lines[-LOG_SHOWN:]
     return found
@@ -204,6 +227,10 @@ def conclude(d: Doctor, settings: Settings) -> tuple[bool, str]:
             True,
             f"the preflight refuses [{d.check.verdict.cause}]: {d.check.verdict.message}; fix: {d.check.verdict.fix}",
         )
+    gone = [a for a in d.service.get("apps", []) if a.get("given_up")]
+    if gone:
+        named = "; ".join(f"{a['name']} ({a.get('gpu')}): {a['given_up']}" for a in gone)
+        return True, f"{len(gone)} app(s) given up while the others run (HEYGEM_GPU_POLICY=any): {named}"
     if d.check.config_error and not d.app_pid:
         return True, f"the app cannot start as configured: {d.check.config_error}"
     if blocked:
@@ -220,7 +247,7 @@ def conclude(d: Doctor, settings: Settings) -> tuple[bool, str]:
 
 def run_doctor(settings: Settings, environ: dict[str, str]) -> Doctor:
     service, app_pid = _service(settings)
-    if app_pid is None:
+    if app_pid is None and not service.get("running"):  # under the launcher its wrappers are in the app dir
         app_pid = _app_by_hand(settings)
         if app_pid is not None:
             service["app_started_by_hand"] = app_pid
@@ -231,8 +258,11 @@ def run_doctor(settings: Settings, environ: dict[str, str]) -> Doctor:
     uses = [u for u in (procs.gpu_use(p.pid) for p in members) if u is not None]
     ort = [u for u in (procs.ort_use(p.pid) for p in members) if u is not None]
     since = procs.start_time(app_pid) if app_pid else None
-    first = (service.get("apps") or [{"name": "app"}])[0]["name"]
-    output = RunDir(settings.run_dir).program_log(first) if service.get("running") else None
+    run = RunDir(settings.run_dir)
+    outputs = [
+        (run.program_log(a["name"]), procs.start_time(a["pid"]) if a.get("pid") else None)
+        for a in (service.get("apps") or [])
+    ]
     d = Doctor(
         gpu.inventory(),
         fleet_preflight(settings, environ, start=False),
@@ -241,7 +271,7 @@ def run_doctor(settings: Settings, environ: dict[str, str]) -> Doctor:
         app_env,
         uses,
         ort,
-        scan_log(settings, since, output, app_env.get("TZ")),
+        scan_log(settings, since, outputs, app_env.get("TZ")),
     )
     d.problem, d.conclusion = conclude(d, settings)
     return d

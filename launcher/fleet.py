@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from launcher import gpu
+from launcher import gpu, probe
 from launcher.appenv import PORT_VARIABLE, app_port
 from launcher.instances import Instance, plan
 from launcher.preflight import CheckResult, preflight, run_preflight
@@ -98,6 +98,10 @@ class FleetCheck:
             message = f"{first.instance.gpu_label}: {v.message}{others}; {policy} needs "
             message += "every GPU to pass" if self.settings.gpu_policy == "all" else "at least one GPU to pass"
             return Verdict(False, v.cause, message, v.fix, v.notes)
+        if self.skipped:
+            return Verdict(
+                True, None, f"preflight skipped (HEYGEM_PREFLIGHT=skip) for {total} GPUs: nothing was checked", ""
+            )
         notes = tuple(f"{m.instance.gpu_label} refused [{m.check.verdict.cause}]: not started" for m in self.failing)
         message = f"{passed} of {total} GPUs passed ({policy}): {self.primary.verdict.message}"
         if self.failing:
@@ -106,6 +110,11 @@ class FleetCheck:
                 + self.passing[0].check.verdict.message
             )
         return Verdict(True, None, message, "", notes)
+
+    @property
+    def skipped(self) -> bool:
+        """HEYGEM_PREFLIGHT=skip: nothing was checked, for any GPU."""
+        return all(m.check.probe.report.get("skipped") for m in self.members)
 
     def member(self, program: str) -> MemberCheck | None:
         return next((m for m in self.members if m.instance.program == program), None)
@@ -166,9 +175,21 @@ def fleet_preflight(
         return MemberCheck(instance, check)
 
     # Only here: one app's preflight (the default) must not pay for the import (~8 ms, on the critical path).
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor, wait
 
     # One thread per GPU: each waits on its probe child; the probes' CUDA start-ups overlap.
-    with ThreadPoolExecutor(max_workers=min(len(planned), os.cpu_count() or 1, 16)) as pool:
-        members = tuple(pool.map(one, planned))
+    pool = ThreadPoolExecutor(max_workers=min(len(planned), os.cpu_count() or 1, 16))
+    futures = [pool.submit(one, instance) for instance in planned]
+    try:
+        members = tuple(future.result() for future in futures)
+    except BaseException:
+        # SIGTERM (raised here as Interrupted) or an error: no probe may outlive the preflight, and the
+        # threads must not be waited for until each probe's timeout. Probes a thread is about to start are
+        # refused once closed.
+        pool.shutdown(wait=False, cancel_futures=True)
+        while not all(future.done() for future in futures):
+            probe.kill_running()
+            wait(futures, timeout=0.05)
+        raise
+    pool.shutdown()
     return FleetCheck(settings, members)

@@ -105,11 +105,12 @@ _UUID_PREFIXES = ("GPU-", "MIG-")
 
 
 def _entry_ok(entry: str) -> bool:
-    return entry.isdigit() or entry.startswith(_UUID_PREFIXES)
+    # ASCII only: str.isdigit() takes `٢` and `²`, which the CUDA runtime does not read as indices.
+    return (entry.isascii() and entry.isdigit()) or entry.startswith(_UUID_PREFIXES)
 
 
 def _select(entry: str, gpus: tuple[Gpu, ...]) -> Gpu | None:
-    if entry.isdigit():
+    if entry.isascii() and entry.isdigit():
         index = int(entry)
         return gpus[index] if index < len(gpus) else None
     # A UUID, whole or a unique prefix of one, as `nvidia-smi -L` prints it.

@@ -32,6 +32,11 @@ class GpuSelection:
         return str(self.count) if self.kind == "count" else ",".join(self.entries)
 
 
+def _ascii_digits(text: str) -> bool:
+    # str.isdigit() takes `٢` and `²`: CUDA_VISIBLE_DEVICES takes only ASCII indices.
+    return text.isascii() and text.isdigit()
+
+
 def parse_gpus(raw: str) -> GpuSelection | None:
     """Pure: HEYGEM_GPUS. Empty: None (one app, not pinned). `all`; a number is a count (1-64); a
     comma-separated list, or one `GPU-`/`MIG-` UUID, names the GPUs (indices as `nvidia-smi` numbers them).
@@ -41,14 +46,14 @@ def parse_gpus(raw: str) -> GpuSelection | None:
         return None
     if text.lower() == "all":
         return GpuSelection("all")
-    if text.isdigit():
+    if _ascii_digits(text):
         count = int(text)
         if not 1 <= count <= MAX_GPUS:
             raise ValueError(f"a count must be 1-{MAX_GPUS}")
         return GpuSelection("count", count)
     entries = tuple(e.strip() for e in text.split(","))
     for entry in entries:
-        if not (entry.isdigit() or entry.startswith(("GPU-", "MIG-"))):
+        if not (_ascii_digits(entry) or entry.startswith(("GPU-", "MIG-"))):
             raise ValueError(f"{entry!r} is neither a GPU index nor a GPU-/MIG- UUID (all, a count, or a list)")
     if len(set(entries)) != len(entries):
         raise ValueError("names a GPU twice")

@@ -9,10 +9,13 @@ import re
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from launcher.errors import LaunchError
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # Lines of ONNX Runtime's own logging and of its Python fallback, worth showing a person.
@@ -79,8 +82,15 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
 _RUNNING: set[ProbeRun] = set()
 
 
-def kill_running() -> int:
-    """SIGKILL the process group of every probe still running; how many there were."""
+_CLOSED = threading.Event()
+
+
+def kill_running(*, close: bool = True) -> int:
+    """SIGKILL the process group of every probe still running; how many there were. `close`: the process is
+    stopping, so a probe that a thread is about to start is refused (ProbeRun raises LaunchError) instead of
+    running until its timeout."""
+    if close:
+        _CLOSED.set()
     runs = list(_RUNNING)
     for run in runs:
         run.kill()
@@ -92,6 +102,8 @@ class ProbeRun:
     Whatever interrupts the parent (SIGTERM raised as an exception, an error) kills the probe's group."""
 
     def __init__(self, python: Path, env: dict[str, str], cwd: Path, provider: str, timeout: float) -> None:
+        if _CLOSED.is_set():
+            raise LaunchError("heygem-launch is stopping: no probe is started")
         self._started = time.monotonic()
         self._deadline = self._started + timeout
         self._tmp = tempfile.TemporaryDirectory(prefix="heygem-probe-")
@@ -109,6 +121,9 @@ class ProbeRun:
         )
         # The script fits in the pipe's buffer: hand it over now, so the child runs while we do our checks.
         _RUNNING.add(self)
+        if _CLOSED.is_set():  # closed while we started: kill_running may have missed us
+            self.kill()
+            raise LaunchError("heygem-launch is stopping: no probe is started")
         assert self._proc.stdin is not None
         try:
             self._proc.stdin.write(child_source().encode())

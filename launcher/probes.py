@@ -4,6 +4,7 @@ second. They read the run dir's state and ask supervisord; they never run the pr
 from __future__ import annotations
 
 import http.client
+import xmlrpc.client
 from dataclasses import dataclass
 
 from launcher.control import CALL_ERRORS, Supervisor
@@ -37,13 +38,15 @@ def _port_answers(port: int) -> bool:
         connection.close()
 
 
-def _apps(state: dict[str, object]) -> list[dict[str, object]]:
-    """The apps the state file lists (a run dir of an older launcher has one, named `app`), given-up ones
-    (HEYGEM_GPU_POLICY=any) left out."""
+def _apps(state: dict[str, object]) -> tuple[list[dict[str, object]], list[str]]:
+    """The apps the state file lists (a run dir of an older launcher has one, named `app`), and the ones
+    given up (HEYGEM_GPU_POLICY=any) apart, each as `program (why)`."""
     listed = state.get("instances")
     if not isinstance(listed, list) or not listed:
-        return [{**state, "program": PROGRAM}]
-    return [a for a in listed if isinstance(a, dict) and not a.get("given_up")]
+        return [{**state, "program": PROGRAM}], []
+    apps = [a for a in listed if isinstance(a, dict)]
+    gone = [f"{a.get('program')} ({a.get('given_up')})" for a in apps if a.get("given_up")]
+    return [a for a in apps if not a.get("given_up")], gone
 
 
 def probe(kind: str, run: RunDir) -> ProbeAnswer:
@@ -51,25 +54,33 @@ def probe(kind: str, run: RunDir) -> ProbeAnswer:
     if running_pid(run) is None:
         return ProbeAnswer(kind, False, f"heygem-launch is not running (run dir {run.path})")
     state = read_json(run.state) or {}
-    apps = _apps(state)
+    apps, gone = _apps(state)
+    given_up = f"; given up: {', '.join(gone)}" if gone else ""
     if not apps:
-        return ProbeAnswer(kind, False, "no app runs: every app was given up")
+        return ProbeAnswer(kind, False, f"no app runs{given_up}")
+    if kind == "live" and state.get("restarting"):
+        # A restart after a config change replaces the apps; the launcher is alive and doing it.
+        return ProbeAnswer(kind, True, f"heygem-launch runs and is restarting the apps{given_up}")
     supervisor = Supervisor(run, timeout=ANSWER_TIMEOUT)
     answers = []
     for app in apps:
         try:
             info = supervisor.call("getProcessInfo", str(app.get("program") or PROGRAM))
+        except xmlrpc.client.Fault as exc:  # BAD_NAME: the app's group is being replaced right now
+            answers.append(ProbeAnswer(kind, kind == "live", f"being replaced ({exc.faultString})"))
+            continue
         except CALL_ERRORS as exc:
             return ProbeAnswer(kind, False, f"supervisord does not answer: {exc}")
         answers.append(_one(kind, state, app, info["statename"]))
-    if len(answers) == 1:
+    if len(answers) == 1 and not gone:
         return answers[0]
     named = [f"{app.get('program')}: {a.reason}" for app, a in zip(apps, answers, strict=True)]
     passed = [a for a in answers if a.ok]
     any_policy = state.get("gpu_policy") == "any"
     ok = bool(passed) if any_policy else len(passed) == len(answers)
     rule = "HEYGEM_GPU_POLICY=any: one is enough" if any_policy else "all must pass"
-    return ProbeAnswer(kind, ok, f"{len(passed)} of {len(answers)} apps pass ({rule}); " + "; ".join(named))
+    total = len(answers) + len(gone)
+    return ProbeAnswer(kind, ok, f"{len(passed)} of {total} apps pass ({rule}); " + "; ".join(named) + given_up)
 
 
 def _one(kind: str, state: dict[str, object], app: dict[str, object], app_state: str) -> ProbeAnswer:

@@ -139,14 +139,16 @@ def render_fleet(fleet: FleetCheck) -> str:
         instance, verdict = member.instance, member.check.verdict
         same = verdict.message == fleet.primary.verdict.message
         why = "as above" if same else excerpt(verdict.message)
-        shown = "passed" if member.check.ok else f"REFUSED [{verdict.cause}]: {why}"
+        passed = "skipped (HEYGEM_PREFLIGHT=skip)" if member.check.probe.report.get("skipped") else "passed"
+        shown = passed if member.check.ok else f"REFUSED [{verdict.cause}]: {why}"
         lines.append(
             f"  {instance.program:<7} {instance.gpu_label:<30} CUDA_VISIBLE_DEVICES={instance.cuda_visible_devices} "
             f"port {instance.port}: {shown}"
         )
     verdict = fleet.verdict
     lines.append("")
-    lines.append(f"OK: {verdict.message}" if fleet.ok else f"REFUSED [{verdict.cause}]: {verdict.message}")
+    ok = "OK?" if fleet.skipped else "OK"
+    lines.append(f"{ok}: {verdict.message}" if fleet.ok else f"REFUSED [{verdict.cause}]: {verdict.message}")
     if not fleet.ok:
         lines.append(f"  fix: {verdict.fix}")
     for note in verdict.notes if fleet.ok else ():

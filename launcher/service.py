@@ -26,7 +26,7 @@ from inotify_simple import INotify
 from launcher import exitcodes, exitpolicy, gpu, metrics, ports, probe, procs, statefile
 from launcher.appruntime import AppRuntime
 from launcher.control import CALL_ERRORS, Supervisor, new_credentials
-from launcher.errors import LaunchError
+from launcher.errors import ConfigError, LaunchError
 from launcher.fleet import FleetCheck
 from launcher.follow import Follower
 from launcher.loaderenv import launcher_child_env
@@ -53,6 +53,7 @@ UNWATCHED_POLL = 1.0  # while the app's log folder does not exist yet, so inotif
 SUPERVISORD_START_TIMEOUT = 15.0
 APP_PID_WAIT = 2.0  # the wrapper forks the app at once; this bounds the wait for its pid under load
 EXIT_LINE_WAIT = 1.0  # supervisord logs how the app ended as it reaps it; this bounds the wait for that line
+STOP_MARGIN = 2.0  # beyond the stop grace: supervisord's SIGKILL and the reaping
 READ_INTERVAL = 0.1  # seconds that writes gather after a read: bounds wakeups, adds at most this to detection
 
 
@@ -86,6 +87,7 @@ class Service:
         self.apps: dict[str, AppRuntime] = {}
         self.use_fleet(fleet)
         self.next_read = 0.0  # monotonic time before which the apps' writes are left to gather
+        self.replacing = False  # install() is stopping the apps to start another generation
         self.metrics: metrics.NoMetrics = metrics.NoMetrics()
 
     def use_fleet(self, fleet: FleetCheck) -> None:
@@ -141,7 +143,7 @@ class Service:
                 launcher_pid=os.getpid(),
                 started_at=self.started_at,
                 generation=self.generation,
-                restarting=self.flow.busy(),
+                restarting=self.flow.busy() or self.replacing,
                 ready=self.ready,
             ),
         )
@@ -177,6 +179,17 @@ class Service:
         )
         self.save_settings()
 
+    def check_metrics_port(self, fleet: FleetCheck) -> None:
+        """The metrics server must not take an app's port: the app would move elsewhere (Gradio tries the
+        next port) and `probe ready` would ask the metrics server. ConfigError (78) naming both."""
+        port = self.settings.metrics_port
+        for member in fleet.running:
+            if port is not None and member.check.app.port == port:
+                raise ConfigError(
+                    f"HEYGEM_METRICS_PORT={port}: it is the port of {member.instance.program} "
+                    f"(HEYGEM_APP_PORT{' + ' + str(member.instance.position) if member.instance.position else ''})"
+                )
+
     def start(self) -> None:
         other = running_pid(self.run)
         if other is not None and other != os.getpid():
@@ -186,6 +199,7 @@ class Service:
             )
         for rt in self.apps.values():
             ports.check_free(rt.port)
+        self.check_metrics_port(self.fleet)
         try:
             self.metrics = metrics.make(self.settings.metrics_port, gpu.inventory)
         except OSError as exc:
@@ -510,9 +524,25 @@ class Service:
         return exitpolicy.last_output(self.run.program_log(rt.program))
 
     # -- stop -----------------------------------------------------------------------------------------
+    def stop_apps(self, programs: list[str]) -> None:
+        """Stop the apps together, each SIGTERM then SIGKILL at the grace, and wait for all: supervisord
+        stops its groups one after the other (shutdown and stopProcessGroup alike), one grace each, which
+        with two apps would pass Docker's 10 s."""
+        for program in programs:
+            with contextlib.suppress(xmlrpc.client.Fault):  # not running (FATAL, STOPPED, BACKOFF) is fine
+                self.supervisor.call("stopProcess", program, False)
+        deadline = time.monotonic() + self.settings.stop_grace + STOP_MARGIN
+        while programs and time.monotonic() < deadline:
+            states = {i["name"]: i["statename"] for i in self.supervisor.call("getAllProcessInfo")}
+            if not any(states.get(p) in ("STOPPING", "RUNNING", "STARTING", "BACKOFF") for p in programs):
+                return
+            time.sleep(0.05)
+
     def stop(self, code: int) -> int:
         """Stop the app groups within the grace, then supervisord; nothing of the apps is left behind."""
         assert self.proc is not None
+        with contextlib.suppress(*CALL_ERRORS):
+            self.stop_apps(list(self.apps))
         with contextlib.suppress(*CALL_ERRORS):
             self.supervisor.call("shutdown")
         try:
@@ -544,6 +574,7 @@ class Service:
         if outcome.error is None and outcome.check is not None:
             ours = {rt.port for rt in self.apps.values()}
             try:
+                self.check_metrics_port(outcome.check)
                 for member in outcome.check.running:
                     if member.check.app.port not in ours:
                         ports.check_free(member.check.app.port)  # a move onto a busy port: Gradio would go elsewhere
@@ -565,11 +596,21 @@ class Service:
     def install(self, generation: Generation) -> None:
         """Point supervisord at a generation and restart the app groups (supervisorctl's `update`)."""
         before = list(self.apps)
+        self.replacing = True  # the apps are stopped on purpose: `probe live` must not call it a failure
+        self.save_state()
+        try:
+            self.replace_apps(before, generation)
+        finally:
+            self.replacing = False
+        self.save_state()
+
+    def replace_apps(self, before: list[str], generation: Generation) -> None:
         self.write_generation(generation)  # the apps of the generation, their patterns and markers
         for rt in self.apps.values():
             self.expect_new_app(rt)
             rt.given_up = ""
         self.supervisor.call("reloadConfig")
+        self.stop_apps(before)
         for program in before:
             with contextlib.suppress(xmlrpc.client.Fault):  # already stopped (FATAL, BACKOFF) is fine
                 self.supervisor.call("stopProcessGroup", program, True)
@@ -577,7 +618,6 @@ class Service:
                 self.supervisor.call("removeProcessGroup", program)
         for program in self.apps:
             self.supervisor.call("addProcessGroup", program)
-        self.save_state()
 
     def judge_trial(self) -> None:
         """A new generation on trial passes once every app is ready; past HEYGEM_RESTART_TIMEOUT it is rolled back."""
@@ -585,6 +625,7 @@ class Service:
         verdict = self.flow.judge(bool(apps) and all(rt.ready for rt in apps), time.monotonic())
         if verdict == PASSED:
             self.flow.passed(self.generation)
+            self.save_state()  # no longer restarting
         elif verdict is not None:
             self.rollback(verdict)
 

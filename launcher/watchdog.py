@@ -185,7 +185,7 @@ class Watchdog:
             if task := self._task(code, now):
                 task.frames_start(now)
         elif match := s.pattern_frames.search(message):
-            digits = next((g for g in match.groups() if g and g.isdigit()), None)
+            digits = next((g for g in match.groups() if g and g.isascii() and g.isdigit()), None)
             if task := self._task(code, now, running=(FRAMES,)):
                 task.frames_done_by_consumer(int(digits) if digits else 1, now)
         elif s.pattern_progress.search(message):

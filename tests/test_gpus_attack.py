@@ -445,10 +445,11 @@ def test_status_shows_a_task_that_ran_on_the_second_app(launch_service) -> None:
     _answer(svc, port), _answer(svc, port + 1)
     wait_for(lambda: _status(svc)["ready"], 30, "both apps ready")
     assert harness.get(port + 1, "/task?code=77&kind=ok&frames=8") is not None
-    wait_for(lambda: _programs(svc)["app-1"]["tasks"], 20, "app-1's task ended")
+    ended = lambda: [t for t in _programs(svc)["app-1"]["tasks"] if t["outcome"] == "done"]  # noqa: E731
+    wait_for(ended, 20, "app-1's task ended")
     assert [t["code"] for t in _programs(svc)["app-1"]["tasks"]] == ["77"]
     text = control(svc, "status").stdout
-    assert "task 77: done" in text, text
+    assert "task 77 on app-1: done" in text, text
     assert "77" in [t["code"] for t in _status(svc)["tasks"]]
 
 
