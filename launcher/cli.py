@@ -357,6 +357,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exitcodes.USAGE)
     except LaunchError as exc:
         click.echo(f"heygem-launch: error: {exc}", err=True)
+        if "--json" in (sys.argv[1:] if argv is None else argv):
+            # --json promises one document on stdout, an error's too (a script reads stdout, not stderr).
+            from launcher.report import to_json
+
+            click.echo(to_json({"ok": False, "error": str(exc), "exit_code": exc.exit_code}))
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -55,10 +55,11 @@ class Metrics(NoMetrics):
         self._fps = Histogram(
             f"{PREFIX}_task_frames_per_second", "a task's frame rate", labels, buckets=FPS_BUCKETS, registry=registry
         )
-        self._starts: dict[str, float] = {}
         self._causes: dict[str, str] = {}
-        uptime = Gauge(f"{PREFIX}_app_uptime_seconds", "seconds the running app has been up", registry=registry)
-        uptime.set_function(lambda: max((time.time() - t for t in self._starts.values()), default=0.0))
+        self._running: set[str] = set()  # apps with a start time and an uptime
+        self._uptime = Gauge(
+            f"{PREFIX}_app_uptime_seconds", "seconds the running app has been up", labels, registry=registry
+        )
         if gpus is not None:
             self.registry.register(_GpuCollector(gpus))
 
@@ -80,11 +81,16 @@ class Metrics(NoMetrics):
         self._ready.labels(instance).set(1 if ready else 0)
 
     def app_started(self, at: float | None, instance: str = "app") -> None:
+        """The app's process started at `at` (epoch seconds); None: it no longer runs (given up)."""
         if at is None:
-            self._starts.pop(instance, None)
+            if instance in self._running:
+                self._running.discard(instance)
+                self._uptime.remove(instance)
+                self._started.remove(instance)
             return
-        self._starts[instance] = at
+        self._running.add(instance)
         self._started.labels(instance).set(at)
+        self._uptime.labels(instance).set_function(lambda: time.time() - at)
 
     def restart(self, instance: str = "app") -> None:
         self._restarts.labels(instance).inc()

@@ -318,7 +318,8 @@ class Service:
                 self.next_read = time.monotonic() + READ_INTERVAL
             if signals & {signal.SIGTERM, signal.SIGINT}:
                 name = "SIGTERM" if signal.SIGTERM in signals else "SIGINT"
-                self.log(f"{name}: stopping the app (grace {self.settings.stop_grace} s)")
+                what = "the app" if self.fleet.single else f"the {len(self.apps)} apps"
+                self.log(f"{name}: stopping {what} (grace {self.settings.stop_grace} s)")
                 return self.stop(exitcodes.OK)
             if signal.SIGCHLD in signals and os.getpid() == 1:
                 procs.reap_orphans(self.proc.pid)

@@ -76,6 +76,7 @@ def _path_list(raw: str) -> tuple[str, ...]:
     return pieces
 
 
+LINE_MAX_MIN = 4096
 # 30 days: longer is no timeout a person means, and every timeout must fit select() and threading.
 MAX_SECONDS = 30 * 86400.0
 
@@ -138,6 +139,14 @@ def _markers(raw: str) -> tuple[str, ...]:
 def _whole_seconds(raw: str) -> int:
     # supervisord's stopwaitsecs is an integer; an hour is already far beyond any orchestrator's grace.
     return checks.whole(raw, 1, 3600)
+
+
+def _line_max(raw: str) -> int:
+    # Below a HeyGem record's length every marker and rule would be cut away: nothing would ever match.
+    size = _size(raw)
+    if size < LINE_MAX_MIN:
+        raise ValueError(f"must be at least {LINE_MAX_MIN // 1024}KB (a line is cut there, before any rule sees it)")
+    return size
 
 
 def _size(raw: str) -> int:
@@ -321,7 +330,7 @@ SPECS: tuple[Spec, ...] = (
     Spec(
         "HEYGEM_LINE_MAX",
         "line_max",
-        _size,
+        _line_max,
         lambda: "64KB",
         "longest line of the app's output or log kept whole; longer ones are cut and marked",
     ),
@@ -509,10 +518,11 @@ def _read_env_bytes(path: Path) -> bytes:
         raise ConfigError(f"{path}: env file not found") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read env file: {exc.strerror}") from None
+    # fstat before fdopen: a folder opens (O_RDONLY), and fdopen() of it raises IsADirectoryError.
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ConfigError(f"{path}: env file is not a regular file")
     with os.fdopen(fd, "rb") as handle:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ConfigError(f"{path}: env file is not a regular file")
         data = handle.read(ENV_FILE_MAX + 1)
     if len(data) > ENV_FILE_MAX:
         raise ConfigError(f"{path}: env file larger than {ENV_FILE_MAX} bytes")
@@ -533,7 +543,9 @@ def read_env_file(path: Path) -> dict[str, str | None]:
         if binding.error:
             key = _LINE_KEY.match(binding.original.string)
             named = f" (key {_printable_key(key.group(1))})" if key else ""
-            raise ConfigError(f"{where}: cannot parse the line{named}; is a quote left open?")
+            quoted = any(q in binding.original.string for q in "'\"")
+            hint = "; is a quote left open?" if quoted else "; a line is KEY=VALUE"
+            raise ConfigError(f"{where}: cannot parse the line{named}{hint}")
         if binding.key is None:
             continue
         try:

@@ -92,7 +92,8 @@ def seconds(raw: str, maximum: float, *, allow_zero: bool = False) -> float:
     value = float(raw) if _NUMBER.fullmatch(raw) else float("nan")
     if not (value >= 0 if allow_zero else value > 0) or not value <= maximum:  # also refuses NaN
         kind = "a number of seconds >= 0" if allow_zero else "a positive number of seconds"
-        raise ValueError(f"must be {kind}, at most {maximum:g}")
+        days = f" ({maximum / 86400:g} days)" if maximum >= 86400 else ""
+        raise ValueError(f"must be {kind}, at most {maximum:.0f}{days}")
     return value
 
 

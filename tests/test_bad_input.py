@@ -99,6 +99,11 @@ HANDED = [
     ("HEYGEM_LOG_MAX_BYTES", "99999999999999GB", "size"),
     ("HEYGEM_APP_COMMAND", "python 'app\n.py'", "newline"),
     ("HEYGEM_READY_MARKERS", "a\nb", "newline"),
+    # Found by a newcomer pass: every marker and rule would be cut away, silently.
+    ("HEYGEM_LINE_MAX", "0", "at least 4KB"),
+    ("HEYGEM_LINE_MAX", "10", "at least 4KB"),
+    ("HEYGEM_PREFLIGHT_TIMEOUT", "0", "at most 2592000 (30 days)"),
+    ("HEYGEM_GPUS", "\u0662", "neither a GPU index"),
 ]
 
 
@@ -123,9 +128,26 @@ def test_app_log_that_is_a_fifo_is_refused_without_blocking(launch, app_dir: Pat
 def test_env_file_that_is_a_fifo_or_a_device_is_refused_without_blocking(launch, app_dir: Path) -> None:
     fifo = app_dir / "fifo.env"
     os.mkfifo(fifo)
-    for path in (fifo, Path("/dev/zero")):
+    for path in (fifo, Path("/dev/zero"), app_dir):  # a folder opens, and fdopen() of it raised
         run = launch("--check-only", env={**CPU, "HEYGEM_ENV_FILE": str(path)}, timeout=30)
         assert run.returncode == 78 and "not a regular file" in run.stderr, run
+        assert_no_traceback(run)
+
+
+def test_an_env_line_without_any_quote_is_not_blamed_on_a_quote(launch, app_dir: Path) -> None:
+    (app_dir / "app.env").write_text("GOOD=1\nthis is not a line\n")
+    run = launch("--check-only", "--env-file", str(app_dir / "app.env"), env=CPU)
+    assert run.returncode == 78 and "app.env:2: cannot parse the line; a line is KEY=VALUE" in run.stderr, run
+
+
+def test_json_asked_for_gets_a_json_error_document(launch, app_dir: Path) -> None:
+    """--json promises one document on stdout: a bad setting's too, with the same line and code."""
+    import json
+
+    run = launch("--check-only", "--json", env={**CPU, "HEYGEM_STOP_GRACE": "soon"}, timeout=30)
+    assert run.returncode == 78
+    document = json.loads(run.stdout)
+    assert document["ok"] is False and document["exit_code"] == 78 and "HEYGEM_STOP_GRACE" in document["error"]
 
 
 # -- fuzz: every setting, through the environment and through the .env file ----------------------------

@@ -64,7 +64,7 @@ def test_counts_states_and_gpus_are_served() -> None:
     assert got[("heygem_tasks_total", (("app", "app"), ("outcome", "done")))] == 1
     assert got[("heygem_task_seconds_count", app)] == 2
     assert got[("heygem_task_frames_per_second_sum", app)] == 8.2
-    assert got[("heygem_app_uptime_seconds", ())] > 1000
+    assert got[("heygem_app_uptime_seconds", app)] > 1000
     assert got[("heygem_gpu_utilization_percent", (("gpu", "0"), ("uuid", "GPU-a")))] == 87
     assert got[("heygem_gpu_memory_used_bytes", (("gpu", "1"), ("uuid", "GPU-b")))] == 0
     assert ("heygem_gpu_utilization_percent", (("gpu", "1"), ("uuid", "GPU-b"))) not in got
@@ -84,3 +84,16 @@ def test_each_app_has_its_own_series() -> None:
     assert ("heygem_preflight_ok", (("app", "app-1"), ("cause", ""))) not in got
     assert got[("heygem_restarts_total", (("app", "app-1"),))] == 1
     assert ("heygem_restarts_total", (("app", "app-0"),)) not in got
+
+
+def test_an_app_given_up_has_no_uptime_left() -> None:
+    port = free_port()
+    metrics = make(port)
+    metrics.app_started(1.0, "app-0")
+    metrics.app_started(2.0, "app-1")
+    metrics.app_started(None, "app-1")
+    metrics.app_started(None, "app-1")  # twice: still nothing to remove, no error
+    got = scrape(port)
+    assert got[("heygem_app_uptime_seconds", (("app", "app-0"),))] > 1000
+    assert ("heygem_app_uptime_seconds", (("app", "app-1"),)) not in got
+    assert ("heygem_app_start_time_seconds", (("app", "app-1"),)) not in got
