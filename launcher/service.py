@@ -331,7 +331,6 @@ class Service:
             outcome = self.flow.preflight_done()
             if outcome is not None:
                 self.finish_restart(outcome)
-            self.read_exit_reasons()
             for rt in list(self.apps.values()):
                 code = self.follow_app(rt, rt.app_pidfd is not None and rt.app_pidfd in ready)
                 if code is not None:
@@ -458,6 +457,7 @@ class Service:
         if rt.app_pidfd is not None and not exited and not rt.exit_pending:
             return None  # steady state: nothing to ask supervisord
         info = self.supervisor.call("getProcessInfo", rt.program)
+        self.read_exit_reasons()  # only now: a read of supervisord's log on every wakeup costs a chatty app's
         if exited:
             assert rt.app_pidfd is not None and rt.app_pid is not None
             os.close(rt.app_pidfd)
@@ -622,6 +622,8 @@ class Service:
 
     def judge_trial(self) -> None:
         """A new generation on trial passes once every app is ready; past HEYGEM_RESTART_TIMEOUT it is rolled back."""
+        if self.flow.trial is None:
+            return  # nothing on trial: spare the readiness of every app on every wakeup
         apps = list(self.apps.values())
         verdict = self.flow.judge(bool(apps) and all(rt.ready for rt in apps), time.monotonic())
         if verdict == PASSED:
