@@ -47,6 +47,15 @@ class Status:
         return self.running and bool(live) and all(p["state"] == "RUNNING" for p in live)
 
     @property
+    def ready(self) -> bool:
+        """Every app that runs is ready (with HEYGEM_GPU_POLICY=any, one), as `probe ready` sees it."""
+        live = [p for p in self.programs if not p.get("given_up")]
+        readies = [bool(p.get("ready")) for p in live]
+        if self.state.get("gpu_policy") == "any":
+            return self.running and any(readies)
+        return self.running and bool(readies) and all(readies)
+
+    @property
     def tasks(self) -> list[dict[str, Any]]:
         """The last tasks of every app, oldest first; each names its app when there are several."""
         if len(self.programs) <= 1:
@@ -62,7 +71,7 @@ class Status:
             "launcher_pid": self.launcher_pid,
             "programs": self.programs,
             "preflight": preflight,
-            "ready": self.state.get("ready", False),
+            "ready": self.ready,
             "missing_markers": self.state.get("missing_markers", []),
             "incident": self.state.get("incident"),
             "last_incident": self.state.get("last_incident"),
@@ -102,7 +111,8 @@ def status(settings: Settings | RunDir) -> Status:
                 "port": app.get("port", state.get("app_port")),
                 "cuda_visible_devices": app.get("cuda_visible_devices"),
                 "gpu": app.get("gpu"),
-                "ready": bool(app.get("ready")),
+                # As `probe ready` has it: the workers up and supervisord's RUNNING (HEYGEM_START_SECONDS passed).
+                "ready": bool(app.get("ready")) and info["statename"] == "RUNNING",
                 "incident": app.get("incident"),
                 "given_up": app.get("given_up"),
                 "tasks": app.get("tasks", []),
@@ -157,9 +167,7 @@ def render_status(result: Status) -> str:
     state = result.state
     missing = state.get("missing_markers") or []
     lines.append(
-        "  ready: yes"
-        if state.get("ready")
-        else "  ready: no" + (f" (not logged: {'; '.join(missing)})" if missing else "")
+        "  ready: yes" if result.ready else "  ready: no" + (f" (not logged: {'; '.join(missing)})" if missing else "")
     )
     if state.get("incident"):
         lines.append(f"  incident open: {state['incident'].get('kind')} ({state['incident'].get('snapshot')})")

@@ -102,9 +102,9 @@ def _one(kind: str, state: dict[str, object], app: dict[str, object], app_state:
             return answer(False, f"the app has not started yet ({app_state})")
         return answer(True, "preflight passed and the app started")
 
-    # STARTING only means supervisord's HEYGEM_START_SECONDS have not passed: an app whose workers are up and
-    # whose port answers serves (status says ready then too).
-    if app_state not in ("RUNNING", "STARTING"):
+    # Not while STARTING: supervisord has not yet seen it up for HEYGEM_START_SECONDS, and `status` calls it
+    # ready only once RUNNING too.
+    if app_state != "RUNNING":
         return answer(False, f"the app is {app_state}")
     incident = app.get("incident")
     if isinstance(incident, dict):

@@ -197,10 +197,14 @@ def _two_free_ports() -> int:
     return harness.free_ports(2)
 
 
+def _two_apps_env(port: int, **extra: str) -> dict[str, str | None]:
+    return {"HEYGEM_GPUS": "2", "HEYGEM_APP_PORT": str(port), "GRADIO_SERVER_PORT": None, **extra}
+
+
 @pytest.fixture
 def two_apps(launch_service) -> harness.Service:  # type: ignore[no-untyped-def]
     port = _two_free_ports()
-    svc = launch_service(env={"HEYGEM_GPUS": "2", "HEYGEM_APP_PORT": str(port), "GRADIO_SERVER_PORT": None})
+    svc = launch_service(env=_two_apps_env(port))
     svc.port = port
     return svc
 
@@ -265,14 +269,7 @@ def test_restart_after_a_config_change_replaces_every_app(launch_service, tmp_pa
     port = _two_free_ports()
     env_file = tmp_path / "heygem.env"
     env_file.write_text("APP_SETTING=old\n")
-    svc = launch_service(
-        env={
-            "HEYGEM_GPUS": "2",
-            "HEYGEM_APP_PORT": str(port),
-            "GRADIO_SERVER_PORT": None,
-            "HEYGEM_ENV_FILE": str(env_file),
-        }
-    )
+    svc = launch_service(env=_two_apps_env(port, HEYGEM_ENV_FILE=str(env_file)))
     old = [_pids(svc, port)["pid"], _pids(svc, port + 1)["pid"]]
     env_file.write_text("APP_SETTING=new\n")
     result = control(svc, "restart")
@@ -293,18 +290,23 @@ def conda_env_with(tmp_path: Path, activate_sh: str) -> Path:
     return prefix
 
 
-def _break_gpu_1(tmp_path: Path) -> dict[str, str]:
-    """GPU 1's preflight fails for real: the conda env's activate.d script (run, as `conda activate` runs it,
-    with the app's CUDA_VISIBLE_DEVICES) sets a PYTHONHOME under which its probe's python cannot start.
-    The stand-in for a GPU that fails; the other GPU's probe passes."""
-    script = 'if [ "$CUDA_VISIBLE_DEVICES" = 1 ]; then export PYTHONHOME=/nonexistent; fi\n'
+def _on_gpu_1(tmp_path: Path, export: str) -> dict[str, str]:
+    """The settings for apps whose conda env's activate.d script (run, as `conda activate` runs it, with the
+    app's CUDA_VISIBLE_DEVICES) exports `export` for GPU 1 alone: a real failure of that GPU's app only."""
+    script = f'if [ "$CUDA_VISIBLE_DEVICES" = 1 ]; then export {export}; fi\n'
     return {"HEYGEM_CONDA_ENV": str(conda_env_with(tmp_path, script))}
+
+
+def _break_gpu_1(tmp_path: Path) -> dict[str, str]:
+    """GPU 1's preflight fails for real: a PYTHONHOME under which its probe's python cannot start. The
+    stand-in for a GPU that fails; the other GPU's probe passes."""
+    return _on_gpu_1(tmp_path, "PYTHONHOME=/nonexistent")
 
 
 def test_policy_all_refuses_to_start_naming_the_gpu(launch_service, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     broken = _break_gpu_1(tmp_path)
     port = _two_free_ports()
-    svc = launch_service(env={"HEYGEM_GPUS": "2", "HEYGEM_APP_PORT": str(port), "GRADIO_SERVER_PORT": None, **broken})
+    svc = launch_service(env=_two_apps_env(port, **broken))
     assert svc.wait(timeout=120) == 69
     err = svc.stderr()
     assert "REFUSED [" in err and "GPU 1: " in err and "HEYGEM_GPU_POLICY=all needs every GPU to pass" in err
@@ -313,9 +315,7 @@ def test_policy_all_refuses_to_start_naming_the_gpu(launch_service, tmp_path: Pa
 
 def test_policy_any_starts_the_gpu_that_passed(launch_service, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     port = _two_free_ports()
-    env = {"HEYGEM_GPUS": "2", "HEYGEM_GPU_POLICY": "any", "HEYGEM_APP_PORT": str(port), "GRADIO_SERVER_PORT": None}
-    env.update(_break_gpu_1(tmp_path))
-    svc = launch_service(env=env)
+    svc = launch_service(env=_two_apps_env(port, HEYGEM_GPU_POLICY="any", **_break_gpu_1(tmp_path)))
     first = _pids(svc, port)
     assert environ_of(first["pid"])["CUDA_VISIBLE_DEVICES"] == "0"
     assert "1 of 2 GPUs passed (HEYGEM_GPU_POLICY=any); starting only those" in svc.stderr()
@@ -329,16 +329,14 @@ def test_policy_any_starts_the_gpu_that_passed(launch_service, tmp_path: Path) -
 
 
 def _crash_loop_on_gpu_1(tmp_path: Path) -> dict[str, str]:
-    """The app on GPU 1 crash-loops for real (the stand-in's crash-loop mode, set by the conda env's
-    activate.d script for that GPU alone); the app on GPU 0 is healthy."""
-    script = 'if [ "$CUDA_VISIBLE_DEVICES" = 1 ]; then export TEST_APP_MODE=crash-loop; fi\n'
-    return {"HEYGEM_CONDA_ENV": str(conda_env_with(tmp_path, script))}
+    """The app on GPU 1 crash-loops for real (the stand-in's crash-loop mode); the app on GPU 0 is healthy."""
+    return _on_gpu_1(tmp_path, "TEST_APP_MODE=crash-loop")
 
 
 def test_an_app_that_cannot_run_stops_the_launcher_under_all(launch_service, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     crashing = _crash_loop_on_gpu_1(tmp_path)
     port = _two_free_ports()
-    svc = launch_service(env={"HEYGEM_GPUS": "2", "HEYGEM_APP_PORT": str(port), "GRADIO_SERVER_PORT": None, **crashing})
+    svc = launch_service(env=_two_apps_env(port, **crashing))
     assert svc.wait(timeout=120) == 70
     err = svc.stderr()
     assert "app-1 (GPU 1): app gave up after 4 quick failures" in err and "stopped (exit 70)" in err
@@ -346,9 +344,7 @@ def test_an_app_that_cannot_run_stops_the_launcher_under_all(launch_service, tmp
 
 def test_under_any_only_the_app_that_cannot_run_is_stopped(launch_service, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     port = _two_free_ports()
-    env = {"HEYGEM_GPUS": "2", "HEYGEM_GPU_POLICY": "any", "HEYGEM_APP_PORT": str(port), "GRADIO_SERVER_PORT": None}
-    env.update(_crash_loop_on_gpu_1(tmp_path))
-    svc = launch_service(env=env)
+    svc = launch_service(env=_two_apps_env(port, HEYGEM_GPU_POLICY="any", **_crash_loop_on_gpu_1(tmp_path)))
     first = _pids(svc, port)
     wait_for(lambda: "stopping app-1 only, 1 app(s) run on" in svc.stderr(), 120, "app-1 given up")
     programs = {p["name"]: p for p in _status(svc)["programs"]}
