@@ -59,7 +59,7 @@ class AppRuntime:
 
     @property
     def ready(self) -> bool:
-        return self.app_pidfd is not None and bool(self.watch.state()["ready"])
+        return self.app_pidfd is not None and self.watch.ready
 
     def settling(self) -> bool:
         """Between states (starting, exited, being replaced): supervisord must be asked often."""

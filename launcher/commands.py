@@ -12,6 +12,7 @@ from typing import Any
 from launcher import client, exitcodes, procs
 from launcher.control import CALL_ERRORS, Supervisor
 from launcher.errors import LaunchError
+from launcher.instances import policy_met
 from launcher.restarting import new_request_id
 from launcher.rundir import RunDir, check_trusted, read_json, running_pid, write_json
 from launcher.settings import Settings
@@ -49,11 +50,8 @@ class Status:
     @property
     def ready(self) -> bool:
         """Every app that runs is ready (with HEYGEM_GPU_POLICY=any, one), as `probe ready` sees it."""
-        live = [p for p in self.programs if not p.get("given_up")]
-        readies = [bool(p.get("ready")) for p in live]
-        if self.state.get("gpu_policy") == "any":
-            return self.running and any(readies)
-        return self.running and bool(readies) and all(readies)
+        readies = [bool(p.get("ready")) for p in self.programs if not p.get("given_up")]
+        return self.running and policy_met(self.state.get("gpu_policy"), readies)
 
     @property
     def tasks(self) -> list[dict[str, Any]]:
@@ -94,53 +92,37 @@ def status(settings: Settings | RunDir) -> Status:
     except CALL_ERRORS as exc:
         return Status(False, pid, state=state, error=f"supervisord does not answer: {exc}")
     apps = {a.get("program"): a for a in state.get("instances") or [] if isinstance(a, dict)}
-    programs = []
-    for info in infos:
-        wrapper = info["pid"] or None
-        app = apps.get(info["name"], state)  # an older launcher's state has one app, at the top level
-        programs.append(
-            {
-                "name": info["name"],
-                "state": info["statename"],
-                "pid": procs.first_child(wrapper) if wrapper else None,
-                "wrapper_pid": wrapper,
-                "uptime_s": (info["now"] - info["start"]) if info["statename"] == "RUNNING" else 0,
-                "restarts": app.get("restarts", 0),
-                "last_exit": app.get("last_exit") or None,
-                "description": info["description"],
-                "port": app.get("port", state.get("app_port")),
-                "cuda_visible_devices": app.get("cuda_visible_devices"),
-                "gpu": app.get("gpu"),
-                # As `probe ready` has it: the workers up and supervisord's RUNNING (HEYGEM_START_SECONDS passed).
-                "ready": bool(app.get("ready")) and info["statename"] == "RUNNING",
-                "incident": app.get("incident"),
-                "given_up": app.get("given_up"),
-                "tasks": app.get("tasks", []),
-            }
-        )
+    # An older launcher's state has one app, at the top level.
+    programs = [_program(info, apps.get(info["name"], state), state) for info in infos]
     # Apps whose GPU the preflight refused (HEYGEM_GPU_POLICY=any) are not supervisord's: listed as such.
-    for name, app in apps.items():
-        if name not in {p["name"] for p in programs}:
-            programs.append(
-                {
-                    "name": name,
-                    "state": "NOT STARTED",
-                    "pid": None,
-                    "wrapper_pid": None,
-                    "uptime_s": 0,
-                    "restarts": 0,
-                    "last_exit": None,
-                    "description": app.get("given_up") or "",
-                    "port": app.get("port"),
-                    "cuda_visible_devices": app.get("cuda_visible_devices"),
-                    "gpu": app.get("gpu"),
-                    "ready": False,
-                    "incident": None,
-                    "given_up": app.get("given_up"),
-                    "tasks": [],
-                }
-            )
+    seen = {p["name"] for p in programs}
+    programs += [_program(None, app, state, name) for name, app in apps.items() if name not in seen]
     return Status(True, pid, programs, state)
+
+
+def _program(info: dict[str, Any] | None, app: dict[str, Any], state: dict[str, Any], name: str = "") -> dict[str, Any]:
+    """One app's line of `status`: supervisord's view of it (`info`; None for an app never started) over
+    the service's (`app`, from the state file)."""
+    statename = info["statename"] if info else "NOT STARTED"
+    wrapper = info["pid"] or None if info else None
+    return {
+        "name": info["name"] if info else name,
+        "state": statename,
+        "pid": procs.first_child(wrapper) if wrapper else None,
+        "wrapper_pid": wrapper,
+        "uptime_s": (info["now"] - info["start"]) if info and statename == "RUNNING" else 0,
+        "restarts": app.get("restarts", 0),
+        "last_exit": app.get("last_exit") or None,
+        "description": info["description"] if info else app.get("given_up") or "",
+        "port": app.get("port", state.get("app_port")),
+        "cuda_visible_devices": app.get("cuda_visible_devices"),
+        "gpu": app.get("gpu"),
+        # As `probe ready` has it: the workers up and supervisord's RUNNING (HEYGEM_START_SECONDS passed).
+        "ready": bool(app.get("ready")) and statename == "RUNNING",
+        "incident": app.get("incident") if info else None,
+        "given_up": app.get("given_up"),
+        "tasks": app.get("tasks", []) if info else [],
+    }
 
 
 def render_status(result: Status) -> str:

@@ -234,6 +234,9 @@ def conclude(d: Doctor, settings: Settings) -> tuple[bool, str]:
     if d.check.config_error and not d.app_pid:
         return True, f"the app cannot start as configured: {d.check.config_error}"
     if blocked:
+        if not d.gpus.available or not d.gpus.gpus:
+            why = d.gpus.reason or "NVML lists none"
+            return True, f"the queue blocked and no GPU is visible here ({why}): the frames ran on the CPU"
         idle = d.gpus.available and d.gpus.gpus and all(g.utilization_percent == 0 for g in d.gpus.gpus)
         if idle:
             return True, "the queue blocked while the GPU is idle: the work is not reaching the GPU"

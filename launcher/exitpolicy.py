@@ -67,11 +67,6 @@ def exit_reason(log_how: str | None, info: Mapping[str, Any]) -> str:
     return f"exit status {info.get('exitstatus', 0)}"
 
 
-def reason_from_log(lines: list[bytes], program: str | None = None) -> str | None:
-    """The last exit recorded in supervisord's log lines, if any (of `program` only, when given)."""
-    return reasons_from_log(lines).get(program) if program else next(reversed(reasons_from_log(lines).values()), None)
-
-
 def reasons_from_log(lines: list[bytes]) -> dict[str, str]:
     """Each program's last exit in supervisord's log lines, in the order they were last seen."""
     found: dict[str, str] = {}

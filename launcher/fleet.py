@@ -12,7 +12,7 @@ from typing import Any
 
 from launcher import gpu, probe
 from launcher.appenv import PORT_VARIABLE, app_port
-from launcher.instances import Instance, plan
+from launcher.instances import SINGLE_PROGRAM, Instance, plan, policy_met
 from launcher.preflight import CheckResult, preflight, run_preflight
 from launcher.settings import Settings
 from launcher.verdict import Verdict
@@ -61,9 +61,7 @@ class FleetCheck:
 
     @property
     def ok(self) -> bool:
-        if self.settings.gpu_policy == "any":
-            return bool(self.passing)
-        return not self.failing
+        return policy_met(self.settings.gpu_policy, [m.check.ok for m in self.members])
 
     @property
     def running(self) -> tuple[MemberCheck, ...]:
@@ -115,9 +113,6 @@ class FleetCheck:
         """HEYGEM_PREFLIGHT=skip: nothing was checked, for any GPU."""
         return all(m.check.probe.report.get("skipped") for m in self.members)
 
-    def member(self, program: str) -> MemberCheck | None:
-        return next((m for m in self.members if m.instance.program == program), None)
-
     def as_dict(self) -> dict[str, Any]:
         """The `--json` document: one app's as always; with several, the first refusal's in full (or the
         first's), the fleet's verdict over it, and each app's line under `instances`."""
@@ -163,8 +158,7 @@ def fleet_preflight(
     parallel threads, each probe a child of its own. Raises ConfigError as the single preflight does."""
     if settings.gpus is None:
         check = preflight(settings, environ) if start else run_preflight(settings, environ, start=False)
-        instance = instances_for(settings, environ, gpu.Inventory(False, "not needed"))[0]
-        return FleetCheck(settings, (MemberCheck(replace(instance, port=check.app.port), check),))
+        return FleetCheck(settings, (MemberCheck(Instance(0, SINGLE_PROGRAM, None, None, check.app.port), check),))
     planned = instances_for(settings, environ, inventory())
 
     def one(instance: Instance) -> MemberCheck:

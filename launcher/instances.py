@@ -8,6 +8,7 @@ asks for (`cuda:0`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from launcher import gpu
@@ -60,6 +61,14 @@ def parse_gpus(raw: str) -> GpuSelection | None:
     if len(entries) > MAX_GPUS:
         raise ValueError(f"names more than {MAX_GPUS} GPUs")
     return GpuSelection("list", len(entries), entries)
+
+
+def policy_met(policy: str | None, passed: Sequence[bool]) -> bool:
+    """Pure: HEYGEM_GPU_POLICY over the apps' answers (preflight, readiness, a probe): `any` needs one to
+    pass; `all` (and one app, and a state file of an older launcher: None) needs every one, and at least one."""
+    if policy == "any":
+        return any(passed)
+    return bool(passed) and all(passed)
 
 
 @dataclass(frozen=True)

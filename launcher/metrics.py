@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from launcher.watchdog import BLOCKED, CPU_FALLBACK, STALL, TASK_FAILED
+
 PREFIX = "heygem"
 TASK_SECONDS = (5, 15, 30, 60, 120, 300, 600, 1200, 3600)  # HeyGem: ~60 s for 150 frames on a GPU
 FPS_BUCKETS = (0.5, 1, 2, 4, 6, 8, 10, 15, 25)  # ~8.7 frames/s on a GPU, ~0.4 on the CPU (FIELD.md)
@@ -89,6 +91,10 @@ class Metrics(NoMetrics):
                 self._started.remove(instance)
             return
         self._running.add(instance)
+        # The counters exist at 0 from the app's start: Prometheus' increase() then sees the first one.
+        self._restarts.labels(instance)
+        for kind in (BLOCKED, STALL, TASK_FAILED, CPU_FALLBACK):
+            self._incidents.labels(instance, kind)
         self._started.labels(instance).set(at)
         self._uptime.labels(instance).set_function(lambda: time.time() - at)
 

@@ -85,12 +85,11 @@ _RUNNING: set[ProbeRun] = set()
 _CLOSED = threading.Event()
 
 
-def kill_running(*, close: bool = True) -> int:
-    """SIGKILL the process group of every probe still running; how many there were. `close`: the process is
-    stopping, so a probe that a thread is about to start is refused (ProbeRun raises LaunchError) instead of
-    running until its timeout."""
-    if close:
-        _CLOSED.set()
+def kill_running() -> int:
+    """SIGKILL the process group of every probe still running; how many there were. The process is stopping
+    (or its preflight was interrupted): from now on a probe that a thread is about to start is refused
+    (ProbeRun raises LaunchError) instead of running until its timeout."""
+    _CLOSED.set()
     runs = list(_RUNNING)
     for run in runs:
         run.kill()

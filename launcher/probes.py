@@ -8,6 +8,7 @@ import xmlrpc.client
 from dataclasses import dataclass
 
 from launcher.control import CALL_ERRORS, Supervisor
+from launcher.instances import policy_met
 from launcher.rundir import RunDir, read_json, running_pid
 from launcher.supervisor_config import PROGRAM
 
@@ -77,7 +78,7 @@ def probe(kind: str, run: RunDir) -> ProbeAnswer:
     named = [f"{app.get('program')}: {a.reason}" for app, a in zip(apps, answers, strict=True)]
     passed = [a for a in answers if a.ok]
     any_policy = state.get("gpu_policy") == "any"
-    ok = bool(passed) if any_policy else len(passed) == len(answers)
+    ok = policy_met(state.get("gpu_policy"), [a.ok for a in answers])
     rule = "HEYGEM_GPU_POLICY=any: one is enough" if any_policy else "all must pass"
     total = len(answers) + len(gone)
     return ProbeAnswer(kind, ok, f"{len(passed)} of {total} apps pass ({rule}); " + "; ".join(named) + given_up)

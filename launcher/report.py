@@ -134,7 +134,14 @@ def render_fleet(fleet: FleetCheck) -> str:
     text = render_check(fleet.primary)
     if fleet.single:
         return text
-    lines = [text, "", f"Per GPU (HEYGEM_GPUS={fleet.settings.gpus}, HEYGEM_GPU_POLICY={fleet.settings.gpu_policy})"]
+    primary = next(m for m in fleet.members if m.check is fleet.primary).instance
+    lines = [
+        f"The report of {primary.program} ({primary.gpu_label}) in full; every GPU's line follows it.",
+        "",
+        text,
+        "",
+        f"Per GPU (HEYGEM_GPUS={fleet.settings.gpus}, HEYGEM_GPU_POLICY={fleet.settings.gpu_policy})",
+    ]
     for member in fleet.members:
         instance, verdict = member.instance, member.check.verdict
         same = verdict.message == fleet.primary.verdict.message

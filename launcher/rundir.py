@@ -56,10 +56,6 @@ class RunDir:
         return self.path / "settings.json"
 
     @property
-    def app_log(self) -> Path:
-        return self.path / "app.log"
-
-    @property
     def supervisord_log(self) -> Path:
         return self.path / "supervisord.log"
 

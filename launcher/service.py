@@ -29,6 +29,7 @@ from launcher.control import CALL_ERRORS, Supervisor, new_credentials
 from launcher.errors import ConfigError, LaunchError
 from launcher.fleet import FleetCheck
 from launcher.follow import Follower
+from launcher.instances import policy_met
 from launcher.loaderenv import launcher_child_env
 from launcher.preflight import CheckResult
 from launcher.restarting import PASSED, Generation, RestartFlow
@@ -69,7 +70,6 @@ class Service:
     ) -> None:
         self.settings = settings
         self.environ = dict(environ)
-        self.fleet = fleet
         self.out, self.err = out, err
         self.run: RunDir = prepare(settings.run_dir)
         self.generation = 0
@@ -123,10 +123,7 @@ class Service:
     @property
     def ready(self) -> bool:
         """All apps ready; with HEYGEM_GPU_POLICY=any, at least one."""
-        readies = [rt.ready for rt in self.apps.values() if not rt.given_up]
-        if self.settings.gpu_policy == "any" and not self.fleet.single:
-            return any(readies)
-        return bool(readies) and all(readies)
+        return policy_met(self.settings.gpu_policy, [rt.ready for rt in self.apps.values() if not rt.given_up])
 
     def save_state(self) -> None:
         apps = list(self.apps.values())
@@ -362,8 +359,8 @@ class Service:
         apps = list(self.apps.values())
         if any(rt.watch.more for rt in apps):
             return 0.0  # a follower stopped at its budget
-        if any(rt.settling() for rt in apps):
-            return TICK
+        if self.flow.trial is not None or any(rt.settling() for rt in apps):
+            return TICK  # between states, or a restart on trial: supervisord's RUNNING is asked for
         now = time.time()
         trial = self.flow.deadline_in()
         timeout = min(
@@ -620,12 +617,18 @@ class Service:
         for program in self.apps:
             self.supervisor.call("addProcessGroup", program)
 
+    def all_running(self, programs: list[str]) -> bool:
+        """supervisord calls every one of them RUNNING (up for HEYGEM_START_SECONDS), as `probe ready` asks."""
+        states = {i["name"]: i["statename"] for i in self.supervisor.call("getAllProcessInfo")}
+        return all(states.get(p) == "RUNNING" for p in programs)
+
     def judge_trial(self) -> None:
         """A new generation on trial passes once every app is ready; past HEYGEM_RESTART_TIMEOUT it is rolled back."""
         if self.flow.trial is None:
             return  # nothing on trial: spare the readiness of every app on every wakeup
         apps = list(self.apps.values())
-        verdict = self.flow.judge(bool(apps) and all(rt.ready for rt in apps), time.monotonic())
+        ready = bool(apps) and all(rt.ready for rt in apps) and self.all_running([rt.program for rt in apps])
+        verdict = self.flow.judge(ready, time.monotonic())
         if verdict == PASSED:
             self.flow.passed(self.generation)
             self.save_state()  # no longer restarting

@@ -58,16 +58,12 @@ def render(
     run: RunDir,
     credentials: Credentials,
     *,
-    env_file: Path | None = None,
+    programs: tuple[AppProgram, ...],
     python: str,
     user: str | None,
-    programs: tuple[AppProgram, ...] = (),
 ) -> str:
-    """The whole config: one `[program:…]` per app (`programs`, or the single `app` with `env_file`);
+    """The whole config: one `[program:…]` per app (`app` alone, or `app-0`, `app-1`, … with HEYGEM_GPUS);
     `user` is set only when running as root, to keep supervisord from logging CRIT."""
-    if not programs:
-        assert env_file is not None
-        programs = (AppProgram(PROGRAM, env_file),)
     lines = [
         "[supervisord]",
         "nodaemon=true",

@@ -159,6 +159,12 @@ class AppWatch:
         assert self.watchdog is not None
         self.watchdog.fence = max(self.watchdog.fence or 0.0, start)
 
+    @property
+    def ready(self) -> bool:
+        """Both workers logged their markers and the port answers (the watchdog's own judgement)."""
+        assert self.watchdog is not None
+        return self.watchdog.ready
+
     def readiness_changed(self) -> bool:
         """True once when the app has become ready (which closes the open incident) or stopped being so."""
         assert self.watchdog is not None

@@ -182,7 +182,7 @@ def outcome(environ: dict[str, str], dotenv: dict[str, str | None], cwd: Path) -
         built,
         run,
         supervisor_config.Credentials("u", "p"),
-        env_file=run.app_env(1),
+        programs=(supervisor_config.AppProgram(supervisor_config.PROGRAM, run.app_env(1)),),
         python="/usr/bin/python3",
         user=None,
     )

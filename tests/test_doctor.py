@@ -124,3 +124,15 @@ def test_finds_an_app_started_by_hand(app_dir: Path, ort_env: Path) -> None:
     finally:
         os.killpg(app.pid, signal.SIGKILL)
         app.wait()
+
+
+def test_a_blocked_queue_without_a_gpu_is_not_blamed_on_a_busy_gpu(launch_service) -> None:  # type: ignore[no-untyped-def]
+    """A newcomer's find: with no GPU here, doctor said "the queue blocked with the GPU in use"."""
+    svc = launch_service()
+    first = svc.wait_app()
+    wait_for(lambda: json.loads(harness.control(svc, "status", "--json").stdout)["ready"], 30, "the app ready")
+    svc.get("/emit/queue-full")
+    svc.wait_app(not_pid=first["pid"])
+    run = harness.control(svc, "doctor", "--json")
+    conclusion = json.loads(run.stdout)["conclusion"]
+    assert run.returncode == 69 and "no GPU is visible here" in conclusion and "in use" not in conclusion

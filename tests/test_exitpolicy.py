@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from launcher.exitpolicy import RestartBudget, exit_reason, fatal_line, interrupted_code, reason_from_log
+from launcher.exitpolicy import RestartBudget, exit_reason, fatal_line, interrupted_code, reasons_from_log
 from launcher.settings import build_settings
 
 
@@ -25,8 +25,11 @@ def test_budget_counts_within_the_window_only() -> None:
 
 def test_exit_is_always_described_with_its_status() -> None:
     line = b"2026-11-29 INFO exited: app (exit status 3; not expected)"
-    assert reason_from_log([b"noise", line]) == "exit status 3"
-    assert reason_from_log([b"2026 INFO exited: app (terminated by SIGKILL; not expected)"]) == "terminated by SIGKILL"
+    assert reasons_from_log([b"noise", line]) == {"app": "exit status 3"}
+    killed = b"2026 INFO exited: app (terminated by SIGKILL; not expected)"
+    assert reasons_from_log([line, killed]) == {"app": "terminated by SIGKILL"}  # the last exit of each app
+    other = b"2026 INFO exited: app-1 (exit status 1; not expected)"
+    assert reasons_from_log([line, other]) == {"app": "exit status 3", "app-1": "exit status 1"}
     assert exit_reason(None, {"exitstatus": 2, "description": "pid 12, uptime 0:00:05"}) == "exit status 2"
 
 

@@ -97,3 +97,13 @@ def test_an_app_given_up_has_no_uptime_left() -> None:
     assert got[("heygem_app_uptime_seconds", (("app", "app-0"),))] > 1000
     assert ("heygem_app_uptime_seconds", (("app", "app-1"),)) not in got
     assert ("heygem_app_start_time_seconds", (("app", "app-1"),)) not in got
+
+
+def test_counters_are_at_zero_from_the_apps_start() -> None:
+    """Prometheus' increase() sees the first restart only if the series existed before it (a newcomer's find)."""
+    port = free_port()
+    metrics = make(port)
+    metrics.app_started(1.0, "app")
+    got = scrape(port)
+    assert got[("heygem_restarts_total", (("app", "app"),))] == 0
+    assert got[("heygem_incidents_total", (("app", "app"), ("kind", "blocked")))] == 0

@@ -83,26 +83,23 @@ def test_prometheus_sees_restarts_and_incidents(tmp_path: Path, ort_env: Path, p
         service.cleanup()
 
 
-def test_prometheus_sees_each_app_on_its_own(tmp_path: Path, ort_env: Path, prometheus: tuple[int, int]) -> None:
+def test_prometheus_sees_each_app_on_its_own(launch_service, prometheus: tuple[int, int]) -> None:  # type: ignore[no-untyped-def]
     """HEYGEM_GPUS=2 on this CPU machine (HEYGEM_REQUIRE_PROVIDER=CPUExecutionProvider): a kill of one app
     counts against that app only."""
     metrics_port, web_port = prometheus
     port = harness.free_ports(2)
     env = {"HEYGEM_METRICS_PORT": str(metrics_port), "HEYGEM_GPUS": "2", "HEYGEM_APP_PORT": str(port)}
-    service = harness.start(tmp_path, ort_env, env={**env, "GRADIO_SERVER_PORT": None})
-    try:
-        try:
-            wait_for(lambda: len(query(web_port, "heygem_ready == 1")) == 2, 90, "Prometheus to see both apps ready")
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}; the service's stderr:\n{service.stderr()[-3000:]}") from None
-        second = wait_for(lambda: harness.get(port + 1), 30, "the second app")
-        os.kill(second["pid"], signal.SIGKILL)
-        wait_for(lambda: query(web_port, 'heygem_restarts_total{app="app-1"} == 1'), 30, "app-1's restart counted")
-        assert not query(web_port, 'heygem_restarts_total{app="app-0"} > 0')
-    finally:
-        service.signal(signal.SIGTERM)
-        service.wait(timeout=20)
-        service.cleanup()
+    service = launch_service(env={**env, "GRADIO_SERVER_PORT": None})
+
+    def both_ready() -> bool:
+        service.assert_alive()  # a launcher that exited fails at once, with its stderr
+        return len(query(web_port, "heygem_ready == 1")) == 2
+
+    wait_for(both_ready, 90, "Prometheus to see both apps ready")
+    second = wait_for(lambda: harness.get(port + 1), 30, "the second app")
+    os.kill(second["pid"], signal.SIGKILL)
+    wait_for(lambda: query(web_port, 'heygem_restarts_total{app="app-1"} == 1'), 30, "app-1's restart counted")
+    assert not query(web_port, 'heygem_restarts_total{app="app-0"} > 0')
 
 
 def test_a_busy_metrics_port_is_refused(tmp_path: Path, ort_env: Path) -> None:

@@ -63,6 +63,9 @@ def test_good_change_restarts_with_the_new_environment(service: harness.Service,
     result = control(service, "restart")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "app restarted with the new environment" in result.stdout
+    # "it is ready" means what `probe ready` means (a newcomer found it said so while still STARTING).
+    ready = control(service, "probe", "ready")
+    assert ready.returncode == 0, ready.stdout + ready.stderr
     new = service.wait_app(not_pid=old["pid"])
     assert new["env"]["APP_SETTING"] == "new"
     assert environ_of(new["pid"])["APP_SETTING"] == "new"

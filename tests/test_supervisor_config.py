@@ -10,7 +10,7 @@ from supervisor.options import ServerOptions
 
 from launcher.rundir import RunDir
 from launcher.settings import build_settings
-from launcher.supervisor_config import Credentials, render
+from launcher.supervisor_config import PROGRAM, AppProgram, Credentials, render
 
 
 def parse(tmp_path: Path, **environ: str):  # type: ignore[no-untyped-def]
@@ -22,7 +22,7 @@ def parse(tmp_path: Path, **environ: str):  # type: ignore[no-untyped-def]
         settings,
         run,
         Credentials("heygem", "s3cret-pass"),
-        env_file=run.app_env(1),
+        programs=(AppProgram(PROGRAM, run.app_env(1)),),
         python="/usr/bin/python3",
         user="root",
     )
