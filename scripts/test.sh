@@ -14,6 +14,9 @@ optional=""
 command -v podman >/dev/null || optional="$optional podman"
 command -v runc >/dev/null || optional="$optional runc"
 command -v mmdebstrap >/dev/null || optional="$optional mmdebstrap"
+# podman kube play builds its pause image around catatonit; podman's Recommends (catatonit | tini | dumb-init) is
+# met by tini here, so apt would never bring catatonit by itself.
+command -v catatonit >/dev/null || optional="$optional catatonit"
 # A real Prometheus server scrapes the metrics endpoint in tests/test_prometheus.py.
 command -v prometheus >/dev/null || optional="$optional prometheus"
 if [ "$(id -u)" = 0 ]; then
