@@ -341,7 +341,7 @@ def serve(port: int) -> ThreadingHTTPServer:
     """Gradio's way: the port asked for, else the next free one, silently (up to 7959 for 7860)."""
     for candidate in range(port, port + 100):
         try:
-            return ThreadingHTTPServer(("127.0.0.1", candidate), Handler)
+            return ThreadingHTTPServer((os.environ["GRADIO_SERVER_NAME"], candidate), Handler)
         except OSError:
             continue
     raise OSError(f"no free port from {port}")
@@ -350,6 +350,9 @@ def serve(port: int) -> ThreadingHTTPServer:
 def main() -> None:
     if os.environ.get("TEST_APP_STDOUT") == "held":
         sys.stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False), 1 << 20))
+    # HeyGem's app.py sets it itself, before Gradio reads it: the app listens on every interface, so that a
+    # container's published port reaches it.
+    os.environ["GRADIO_SERVER_NAME"] = "0.0.0.0"
     setup_logging()
     emit(logging.INFO, "TransDhTask init", lineno=159)
     if MODE == "crash-loop":
@@ -373,7 +376,7 @@ def main() -> None:
     server = serve(int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     Handler.port = server.server_address[1]
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    print(f"Running on local URL:  http://0.0.0.0:{Handler.port}")
+    print(f"Running on local URL:  http://{os.environ['GRADIO_SERVER_NAME']}:{Handler.port}")
     print("To create a public link, set `share=True` in `launch()`.")
     emit(logging.INFO, f'HTTP Request: HEAD http://localhost:{Handler.port}/ "HTTP/1.1 200 OK"', "_client.py", 1025)
     if MODE == "noisy-stop":

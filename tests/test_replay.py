@@ -1,4 +1,4 @@
-"""`heygem-launch replay` over the shared scenarios of what HeyGem really writes (../shared/heygem-replay):
+"""`heygem-launch replay` over the shared scenarios of what HeyGem really writes (tests/scenarios/heygem-replay):
 each reaches its expected.json (readiness, each task's outcome, the incidents in order)."""
 
 from __future__ import annotations
@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import assert_no_traceback
+from tests.scenarios import HEYGEM_REPLAY as SCENARIOS
 
-SCENARIOS = Path(__file__).resolve().parent.parent.parent / "shared" / "heygem-replay"
-NAMES = sorted(p.name for p in SCENARIOS.iterdir() if p.is_dir()) if SCENARIOS.is_dir() else []
-pytestmark = pytest.mark.skipif(not NAMES, reason=f"no shared scenarios at {SCENARIOS}")
+NAMES = sorted(p.name for p in SCENARIOS.iterdir() if p.is_dir())
 
 
 @pytest.mark.parametrize("name", NAMES)

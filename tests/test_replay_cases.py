@@ -1,4 +1,4 @@
-"""Cases a tester found by replaying variations of ../shared/heygem-replay that a real HeyGem log can
+"""Cases a tester found by replaying variations of tests/scenarios/heygem-replay that a real HeyGem log can
 take (a task code the caller picks, a log that begins mid-task, ...): each failed before its fix. The
 variations are plain text edits of the shared scenarios."""
 
@@ -14,9 +14,7 @@ import pytest
 
 from launcher.settings import build_settings
 from launcher.watchdog import CPU_FALLBACK, Watchdog
-
-SCENARIOS = Path(__file__).resolve().parent.parent.parent / "shared" / "heygem-replay"
-pytestmark = pytest.mark.skipif(not SCENARIOS.is_dir(), reason=f"no shared scenarios at {SCENARIOS}")
+from tests.scenarios import HEYGEM_REPLAY as SCENARIOS
 
 CODES = {
     "01-success": "2265b1f5-91b7-4a1b-9c2d-cd61d8f16adf",

@@ -1,5 +1,6 @@
 """The stand-in app against the real thing: a stand-in encodes beliefs, so each of its beliefs is checked
-against what HeyGem really writes (../shared/heygem-replay, built from HeyGem's source and real log).
+against what HeyGem really writes (tests/scenarios/heygem-replay,
+built from HeyGem's source and real log).
 
 - every record the stand-in writes has the shape (file, line, level, message with codes and numbers
   blanked) of a record in the real logs, except the few listed below, each with its reason;
@@ -26,9 +27,7 @@ import pytest
 from launcher.heygem_log import parse_record
 from tests.conftest import LAUNCH, clean_environ
 from tests.harness import APP, free_port, get, wait_for
-
-SCENARIOS = Path(__file__).resolve().parent.parent.parent / "shared" / "heygem-replay"
-pytestmark = pytest.mark.skipif(not SCENARIOS.is_dir(), reason=f"no shared scenarios at {SCENARIOS}")
+from tests.scenarios import HEYGEM_REPLAY as SCENARIOS
 
 # Records the stand-in writes that the shared scenarios happen not to hold, and why they are still HeyGem's.
 NOT_IN_SCENARIOS = {
@@ -80,13 +79,30 @@ def streams(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
             wait_for(lambda: "[t-block]任务视频驱动队列满" in log.read_text(), 30, "the tasks, the last one blocked")
             time.sleep(0.5)
             before_exit = (folder / "stdout.log").read_text()
+            listening = listen_addresses(port)
             states = {t["code"]: t["state"] for t in get(port, "/tasks")}  # type: ignore[union-attr]
         finally:
             app.send_signal(signal.SIGTERM)
             app.wait(timeout=10)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(app.pid, signal.SIGKILL)  # the workers
-    return {"folder": folder, "states": states, "stdout_before_exit": before_exit}
+    return {"folder": folder, "states": states, "stdout_before_exit": before_exit, "listening": listening}
+
+
+def listen_addresses(port: int) -> set[str]:
+    """The local addresses (hex, as /proc/net/tcp writes them) of the sockets listening on `port`."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, port_hex = local.split(":")
+        if state == "0A" and int(port_hex, 16) == port:
+            found.add(address)
+    return found
+
+
+def test_it_listens_on_every_interface_as_app_py_does(streams: dict[str, object]) -> None:
+    """HeyGem's app.py sets GRADIO_SERVER_NAME=0.0.0.0: a published container port reaches it (FIELD.md s. 2)."""
+    assert streams["listening"] == {"00000000"}
 
 
 def real_shapes() -> set[tuple[str, int, str, str]]:
