@@ -65,7 +65,7 @@ def text(found: list[tuple[str, str]], keyword: str) -> str:
 
 def test_dockerfile_builds_heygem_as_its_readme_says_works() -> None:
     heygem = stages()["heygem"]
-    assert heygem[0] == ("FROM", "nvidia/cuda:11.8.0-cudnn8-runtime-ubuntu22.04 AS heygem")
+    assert heygem[0] == ("FROM", "docker.io/nvidia/cuda:11.8.0-cudnn8-runtime-ubuntu22.04 AS heygem")
     runs, args = text(heygem, "RUN"), text(heygem, "ARG")
     # conda-forge's Miniforge: a non-interactive `conda create` needs no ToS acceptance.
     assert "miniforge" in args.lower() and "anaconda.com" not in args + runs
@@ -146,3 +146,43 @@ def test_healthcheck_and_status_answer_while_the_env_file_holds_an_unapplied_bad
     assert probe.returncode == 1 and status.returncode == 69, probe.stderr + status.stderr
     assert all("HEYGEM_STOP_GRACE='soon'" in r.stderr and "Traceback" not in r.stderr for r in (probe, status))
     assert restart.returncode == 78 and "HEYGEM_STOP_GRACE" in restart.stderr
+
+
+def fully_qualified(image: str) -> bool:
+    """A name podman resolves without `unqualified-search-registries` (Debian's registries.conf defines none):
+    its first component is a registry host (a dot or a port in it, or `localhost`)."""
+    first = image.split("/", 1)[0]
+    return "/" in image and ("." in first or ":" in first or first == "localhost")
+
+
+def image_references() -> list[tuple[str, str]]:
+    """Every image a Dockerfile's FROM, an ARG's default used by a FROM, or a compose `image:` names."""
+    found = []
+    for path in [*REPO.glob("docker/*file*"), *REPO.glob("**/Containerfile*")]:
+        if ".venv" in path.parts:
+            continue
+        lines = path.read_text().splitlines()
+        stages = {line.split()[-1] for line in lines if line.startswith("FROM ") and " AS " in line}
+        defaults = dict(line[4:].split("=", 1) for line in lines if line.startswith("ARG ") and "=" in line)
+        for line in lines:
+            if line.startswith("FROM "):
+                image = line.split()[1]
+                image = defaults.get(image.strip("${}"), image) if image.startswith("$") else image
+                if image not in stages:
+                    found.append((path.name, image))
+    for path in REPO.glob("docker/*.y*ml"):  # (tests/container/compose.override.yml names no image)
+        for service in (yaml.safe_load(path.read_text()).get("services") or {}).values():
+            if "image" in service:
+                image = service["image"]
+                found.append((path.name, image.split(":-", 1)[1].rstrip("}") if image.startswith("${") else image))
+    return found
+
+
+def test_every_image_is_named_in_full() -> None:
+    """A short name (`nvidia/cuda:…`) fails under podman on a stock Debian: 'did not resolve to an alias and no
+    unqualified-search registries are defined'."""
+    found = image_references()
+    assert ("Dockerfile", "docker.io/nvidia/cuda:11.8.0-cudnn8-runtime-ubuntu22.04") in found
+    assert ("compose.yml", "localhost/heygem-launch:latest") in found
+    short = [(where, image) for where, image in found if not fully_qualified(image)]
+    assert not short, short
