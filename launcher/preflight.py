@@ -19,7 +19,7 @@ from launcher.masking import mask_env
 from launcher.ortbuild import OrtBuild, find_build, required_libraries
 from launcher.probe import ProbeResult, ProbeRun
 from launcher.settings import Settings
-from launcher.verdict import LibraryRow, Verdict, decide
+from launcher.verdict import CPU, LibraryRow, Verdict, decide
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,11 @@ class CheckResult:
     @property
     def ok(self) -> bool:
         return self.verdict.ok
+
+    @property
+    def libraries_apply(self) -> bool:
+        """Whether the CUDA library table bears on the verdict: not when the CPU provider is required."""
+        return self.settings.require_provider != CPU
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -74,6 +79,8 @@ class CheckResult:
                 "distributions": list(build.distributions),
             },
             "library_path": list(self.app.library_path.entries),
+            # Listed whatever the provider, as data; with the CPU provider they decide nothing.
+            "libraries_apply": self.libraries_apply,
             "libraries": [asdict(row) for row in self.libraries],
             "gpus": self.gpus.as_dict(),
             "probe": {
@@ -82,6 +89,7 @@ class CheckResult:
                 "elapsed_s": self.probe.elapsed_s,
                 "report": _without_traceback(self.probe.report),
                 "ort_messages": list(self.probe.ort_messages),
+                "ort_notes": [{"message": m, "note": note} for m, note in self.probe.ort_notes],
             },
             "environment": mask_env(self.app.env),
             "warnings": list(self.warnings),

@@ -44,6 +44,25 @@ def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
     return ("..." if start else "") + cut + ("..." if start + limit < len(text) else "")
 
 
+# ORT's refusal of a node left on the CPU ("... explicitly disabled by the user"): probe_child.py sets
+# session.disable_cpu_ep_fallback=1 itself, so that a CPU fallback is an error instead of a silent success.
+NO_CPU_FALLBACK = "fallback to CPU EP has been explicitly disabled"
+# ORT's words that read as if the operator had done something, where the probe itself did it on purpose:
+# (a fragment of ORT's line, what it means). Shown under ORT's own line, which stays as ORT wrote it.
+_GLOSSES: tuple[tuple[str, str], ...] = (
+    (
+        NO_CPU_FALLBACK,
+        '"the user" is the probe: it sets session.disable_cpu_ep_fallback=1 on purpose, so that a node '
+        "left on the CPU fails the check instead of running there silently; no setting of yours did this",
+    ),
+)
+
+
+def gloss(message: str) -> str | None:
+    """What one of ORT's lines means here, when its own words would mislead; else None."""
+    return next((meaning for fragment, meaning in _GLOSSES if fragment in message), None)
+
+
 def tidy(line: str) -> str:
     """One of ORT's log lines without its timestamp and source location."""
     return _ORT_PREFIX.sub(lambda m: f"{m.group(1)}: ", line.strip(), count=1)
@@ -61,6 +80,11 @@ class ProbeResult:
     @property
     def ok(self) -> bool:
         return self.returncode == 0 and bool(self.report.get("ok"))
+
+    @property
+    def ort_notes(self) -> tuple[tuple[str, str], ...]:
+        """(ORT's message, what it means here) for each message whose own words would mislead."""
+        return tuple((m, note) for m in self.ort_messages if (note := gloss(m)) is not None)
 
 
 # Plain files next to this module: the package is always installed unzipped (pip, setuptools).

@@ -45,87 +45,97 @@ def to_json(data: dict[str, Any]) -> str:
 
 def render_check(result: CheckResult) -> str:
     data = result.as_dict()
-    lines: list[str] = []
-    add = lines.append
+    lines = _settings_lines(result, data) + _environment_lines(result, data) + _onnxruntime_lines(result, data)
+    lines += _gpu_lines(data)
+    if data["probe"]["report"].get("skipped"):
+        return "\n".join([*lines, "", "Probe: SKIPPED (HEYGEM_PREFLIGHT=skip)", "", f"OK?: {data['message']}"])
+    lines += _probe_lines(result, data)
+    if data["warnings"]:
+        lines += ["", "Warnings", *(f"  ! {warning}" for warning in data["warnings"])]
+    lines.append("")
+    if result.ok:
+        lines.append(f"OK: {data['message']}")
+    else:
+        lines += [f"REFUSED [{data['cause']}]: {data['message']}", f"  fix: {data['fix']}"]
+    return "\n".join(lines)
 
-    add("Settings")
+
+def _settings_lines(result: CheckResult, data: dict[str, Any]) -> list[str]:
+    lines = ["Settings"]
     for key, value in data["settings"].items():
         source = result.settings.sources.get(key, "")
         if key not in _CHECK_SETTINGS and source in ("", "default"):
             continue
-        add(f"  {key:<27} {value or '(empty)'}" + (f"   [{source}]" if source and source != "default" else ""))
+        shown = f"  {key:<27} {value or '(empty)'}"
+        lines.append(shown + (f"   [{source}]" if source and source != "default" else ""))
+    return lines
 
-    conda = data["conda_env"]
-    add("")
-    add(f"App environment ({'conda env' if conda['is_conda'] else 'python prefix'} {conda['name']}: {conda['prefix']})")
-    env = data["environment"]
-    for key in _SHOWN_ENV:
-        if key in env:
-            add(f"  {key}={env[key]}")
+
+def _environment_lines(result: CheckResult, data: dict[str, Any]) -> list[str]:
+    conda, env = data["conda_env"], data["environment"]
+    kind = "conda env" if conda["is_conda"] else "python prefix"
+    lines = ["", f"App environment ({kind} {conda['name']}: {conda['prefix']})"]
+    lines += [f"  {key}={env[key]}" for key in _SHOWN_ENV if key in env]
     app_keys = [k for k in result.settings.app_env if k in env]
     if app_keys:
-        add(f"  from {result.settings.env_file}: " + ", ".join(f"{k}={env[k]}" for k in app_keys))
+        lines.append(f"  from {result.settings.env_file}: " + ", ".join(f"{k}={env[k]}" for k in app_keys))
+    return lines
 
+
+def _onnxruntime_lines(result: CheckResult, data: dict[str, Any]) -> list[str]:
     ort = data["onnxruntime"]
-    add("")
     if ort is None:
-        add(f"ONNX Runtime: not found in {conda['prefix']}")
-    else:
-        add(f"ONNX Runtime: {ort['identity']} at {ort['path']}")
-    if data["libraries"]:
-        add("  library                    needed    resolves to")
+        return ["", f"ONNX Runtime: not found in {data['conda_env']['prefix']}"]
+    lines = ["", f"ONNX Runtime: {ort['identity']} at {ort['path']}"]
+    if not data["libraries_apply"]:
+        # The CPU provider loads none of them: a table of MISSING rows above an OK would only alarm.
+        lines.append(
+            f"  CUDA libraries: not needed with HEYGEM_REQUIRE_PROVIDER={result.settings.require_provider} "
+            "(listed in --json)"
+        )
+    elif data["libraries"]:
+        lines.append("  library                    needed    resolves to")
         for row in data["libraries"]:
-            path = row["path"] or _missing(row)
-            add(f"  {row['name']:<26} {row['how']:<9} {path}")
+            lines.append(f"  {row['name']:<26} {row['how']:<9} {row['path'] or _missing(row)}")
+    return lines
 
+
+def _gpu_lines(data: dict[str, Any]) -> list[str]:
     gpus = data["gpus"]
-    add("")
-    if gpus["available"]:
-        add(f"GPUs: driver {gpus['driver_version']}, supports CUDA {gpus['cuda_driver_version']}")
-        for g in gpus["gpus"]:
-            add(
-                f"  [{g['index']}] {g['name']}  {g['memory_used_mib']}/{g['memory_total_mib']} MiB  "
-                f"util {g['utilization_percent']}%"
-            )
-        if not gpus["gpus"]:
-            add("  none visible")
-    else:
-        add(f"GPUs: none ({gpus['reason']})")
+    if not gpus["available"]:
+        return ["", f"GPUs: none ({gpus['reason']})"]
+    lines = ["", f"GPUs: driver {gpus['driver_version']}, supports CUDA {gpus['cuda_driver_version']}"]
+    for g in gpus["gpus"]:
+        lines.append(
+            f"  [{g['index']}] {g['name']}  {g['memory_used_mib']}/{g['memory_total_mib']} MiB  "
+            f"util {g['utilization_percent']}%"
+        )
+    if not gpus["gpus"]:
+        lines.append("  none visible")
+    return lines
 
+
+def _probe_lines(result: CheckResult, data: dict[str, Any]) -> list[str]:
     probe = data["probe"]
     report = probe["report"]
-    add("")
-    if report.get("skipped"):
-        add("Probe: SKIPPED (HEYGEM_PREFLIGHT=skip)")
-        add("")
-        add(f"OK?: {data['message']}")
-        return "\n".join(lines)
     state = "timed out" if probe["timed_out"] else f"exit {probe['returncode']}"
-    add(
+    lines = [
+        "",
         f"Probe ({result.settings.require_provider}, {report.get('python', '?')} at "
-        f"{report.get('executable', conda['python'])}): {state} after {probe['elapsed_s']:.2f} s, "
-        f"reached stage {report.get('stage', 'none')}"
-    )
+        f"{report.get('executable', data['conda_env']['python'])}): {state} after {probe['elapsed_s']:.2f} s, "
+        f"reached stage {report.get('stage', 'none')}",
+    ]
     if report.get("session_providers"):
-        add(f"  session providers: {report['session_providers']}")
+        lines.append(f"  session providers: {report['session_providers']}")
     if report.get("node_providers"):
-        add("  nodes ran on: " + ", ".join(f"{k}={v}" for k, v in report["node_providers"].items()))
+        lines.append("  nodes ran on: " + ", ".join(f"{k}={v}" for k, v in report["node_providers"].items()))
+    notes = {note["message"]: note["note"] for note in probe["ort_notes"]}
     for message in probe["ort_messages"][:6]:
-        add(f"  | {excerpt(message)}")
-
-    if data["warnings"]:
-        add("")
-        add("Warnings")
-        for warning in data["warnings"]:
-            add(f"  ! {warning}")
-
-    add("")
-    if result.ok:
-        add(f"OK: {data['message']}")
-    else:
-        add(f"REFUSED [{data['cause']}]: {data['message']}")
-        add(f"  fix: {data['fix']}")
-    return "\n".join(lines)
+        lines.append(f"  | {excerpt(message)}")
+        if message in notes:
+            # Not ORT's text, so not behind its "| " mark: what its words mean here.
+            lines.append(f"    ^ {notes[message]}")
+    return lines
 
 
 def render_fleet(fleet: FleetCheck) -> str:

@@ -20,7 +20,7 @@ from launcher import causes
 from launcher.cudapkgs import install_commands
 from launcher.gpu import Inventory, visibility
 from launcher.ortbuild import DRIVER_LIB, MIN_DRIVER, OrtBuild, RequiredLibrary
-from launcher.probe import ProbeResult, excerpt
+from launcher.probe import NO_CPU_FALLBACK, ProbeResult, excerpt
 
 CPU = "CPUExecutionProvider"
 _CANNOT_OPEN = re.compile(r"(lib[\w.+-]+\.so[\w.]*): cannot open shared object file")
@@ -28,6 +28,8 @@ _CANNOT_OPEN = re.compile(r"(lib[\w.+-]+\.so[\w.]*): cannot open shared object f
 # libcudnn_cnn_infer.so.8. Error: ...", cuDNN 9: "Unable to load libcudnn_cnn.so.9"), not the loader's.
 _CUDNN_LOAD = re.compile(r"(?:Could not load library|Unable to load|cannot load)\s+(libcudnn\w*\.so[\d.]*\d)", re.I)
 _INSUFFICIENT = "driver version is insufficient"
+# ORT blames "the user" for the probe's own session option (launcher/probe.py): say so before its words.
+_NO_FALLBACK = "ONNX Runtime would have run nodes on the CPU, which the probe forbids on purpose ({})"
 
 
 @dataclass(frozen=True)
@@ -232,6 +234,6 @@ def decide(
     providers = report.get("session_providers")
     if providers and providers[0] != required:
         return verdict(causes.PROVIDER_NOT_USED, required=required, detail=f"the session chose {providers}")
-    if stage == "create_session" and "fallback to CPU EP has been explicitly disabled" in error:
-        return verdict(causes.PROVIDER_NOT_USED, required=required, detail=_first_error(probe))
+    if stage == "create_session" and NO_CPU_FALLBACK in error:
+        return verdict(causes.PROVIDER_NOT_USED, required=required, detail=_NO_FALLBACK.format(_first_error(probe)))
     return verdict(causes.PROBE_FAILED, python=python, detail=_first_error(probe))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from launcher import causes
 from tests import envs
 from tests.conftest import assert_no_traceback
@@ -52,6 +54,54 @@ def test_cpu_provider_passes_because_the_probe_really_ran(launch, ort_env: Path)
     report = doc["probe"]["report"]
     assert report["node_providers"] == {"Conv": "CPUExecutionProvider", "MatMul": "CPUExecutionProvider"}
     assert report["max_error"] < 1e-3
+
+
+CPU_LINE = "  CUDA libraries: not needed with HEYGEM_REQUIRE_PROVIDER=CPUExecutionProvider (listed in --json)"
+
+
+@pytest.mark.parametrize(
+    ("command", "env"),
+    [
+        (("--check-only",), {}),
+        (("check",), {}),
+        (("--check-only",), {"HEYGEM_GPUS": "2"}),  # the fleet's report: the first app's in full, then a line per GPU
+    ],
+    ids=["check-only", "check", "two-gpus"],
+)
+def test_cpu_mode_report_has_no_library_table(launch, ort_env: Path, command: tuple[str], env: dict[str, str]) -> None:
+    """This env misses every CUDA library, which the CPU provider never loads: no MISSING rows above the OK."""
+    env = {"HEYGEM_REQUIRE_PROVIDER": "CPUExecutionProvider", **env}
+    run = launch(*command, "--conda-env", str(ort_env), env=env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "MISSING" not in run.stdout and "resolves to" not in run.stdout
+    lines = run.stdout.splitlines()
+    assert lines[lines.index(CPU_LINE) - 1].startswith("ONNX Runtime: onnxruntime-gpu ")
+    assert run.stdout.count(CPU_LINE) == 1
+    assert_no_traceback(run)
+
+
+def test_cpu_mode_json_says_the_libraries_do_not_apply(launch, ort_env: Path) -> None:
+    cpu = launch("--check-only", "--json", "--conda-env", str(ort_env), "--require-provider", "CPUExecutionProvider")
+    assert cpu.returncode == 0, cpu.stdout
+    assert cpu.json["libraries_apply"] is False
+    # Still listed, as data: what an operator moving to the GPU would have to install.
+    assert {row["name"]: row["path"] for row in cpu.json["libraries"]}["libcublasLt.so.13"] is None
+    cuda = launch("--check-only", "--json", "--conda-env", str(ort_env))
+    assert cuda.returncode == 69 and cuda.json["libraries_apply"] is True
+
+
+def test_orts_fallback_disabled_line_is_explained_as_the_probes_own_setting(launch, ort_env: Path) -> None:
+    """ORT 1.31 without its CUDA libraries says the CPU fallback "has been explicitly disabled by the user":
+    the probe's own session option, which the report says under ORT's line, kept word for word."""
+    lines = launch("--check-only", "--conda-env", str(ort_env)).stdout.splitlines()
+    said = next(i for i, line in enumerate(lines) if "explicitly disabled by the user" in line)
+    assert lines[said].startswith("  | E: This session contains graph nodes that are assigned to the default CPU EP")
+    assert lines[said + 1].startswith("    ^ ") and "session.disable_cpu_ep_fallback=1" in lines[said + 1]
+    assert "no setting of yours" in lines[said + 1]
+    doc = launch("--check-only", "--json", "--conda-env", str(ort_env)).json
+    (note,) = doc["probe"]["ort_notes"]
+    assert note["message"] in doc["probe"]["ort_messages"] and "explicitly disabled by the user" in note["message"]
+    assert "session.disable_cpu_ep_fallback=1" in note["note"]
 
 
 def test_onnxruntime_missing(launch, tmp_path: Path) -> None:

@@ -119,6 +119,10 @@ def test_report_shows_the_loader_error_at_its_cause(launch, build: envs.Build, g
     assert f"REFUSED [{causes.DRIVER_MISSING}]" in run.stdout and "--gpus" in run.stdout
     shown = "\n".join(line for line in run.stdout.splitlines() if line.startswith("  | "))
     assert ("CUDA failure 35" if build.name.startswith("1.16") else "libcuda.so.1: cannot open") in shown
+    # Where ORT blames "the user" for the probe's own disable_cpu_ep_fallback, the next line says whose it is.
+    lines = run.stdout.splitlines()
+    for at in (i for i, line in enumerate(lines) if line.startswith("  | ") and "explicitly disabled" in line):
+        assert lines[at + 1].startswith("    ^ ") and "session.disable_cpu_ep_fallback=1" in lines[at + 1]
 
 
 def test_cpu_package_over_the_gpu_one(launch, build: envs.Build) -> None:
@@ -141,6 +145,7 @@ def test_gpu_package_over_the_cpu_one_reports_what_the_probe_found(launch, build
 def test_cpu_provider_passes_in_the_builds_python(launch, build: envs.Build, gpu_env: Path) -> None:
     run = check(launch, gpu_env, "--require-provider", "CPUExecutionProvider")
     assert run.returncode == 0, run.stdout
+    assert run.json["libraries_apply"] is False  # the CUDA table, missing or not, decides nothing here
     report = run.json["probe"]["report"]
     assert report["node_providers"] == {"Conv": "CPUExecutionProvider", "MatMul": "CPUExecutionProvider"}
     if build.name.startswith("1.16"):

@@ -215,6 +215,15 @@ def test_a_node_on_cpu_is_provider_not_used() -> None:
     assert v.cause == causes.PROVIDER_NOT_USED and "MatMul ran on CPUExecutionProvider" in v.message
 
 
+def test_orts_no_fallback_refusal_is_said_to_be_the_probes_own_rule() -> None:
+    """The provider loaded but ORT left a node on the CPU; it calls the probe's session option the user's."""
+    said = "fallback to CPU EP has been explicitly disabled by the user."
+    out = f"E: This session contains graph nodes that are assigned to the default CPU EP, but {said}"
+    v = decide_with(probe=probe(output=out, error=f"[ONNXRuntimeError] : 1 : FAIL : ... but {said}"))
+    assert v.cause == causes.PROVIDER_NOT_USED
+    assert "which the probe forbids on purpose" in v.message and said in v.message  # ORT's own words kept
+
+
 def test_loader_error_names_a_library_the_table_thought_present() -> None:
     out = "E: Failed to load library x.so with error: libcublasLt.so.13: cannot open shared object file"
     v = decide_with(probe=probe(output=out))
