@@ -18,6 +18,8 @@ WRONG_RESULT = "wrong_result"
 PROBE_TIMEOUT = "probe_timeout"
 PROBE_FAILED = "probe_failed"
 PROVIDER_NOT_USED = "provider_not_used"
+# Not the provider: it passed, but the app cannot start as configured (`--check-only` only; exit 78).
+CONFIG_ERROR = "config_error"
 
 
 @dataclass(frozen=True)

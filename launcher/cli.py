@@ -108,7 +108,7 @@ def _interrupted(exc: Interrupted, what: str) -> int:
 
 def _check(settings: Settings, as_json: bool) -> int:
     # Imported here so that `--help` and usage errors stay fast.
-    from launcher.fleet import fleet_preflight
+    from launcher.fleet import fleet_preflight, with_config_refusal
     from launcher.report import render_fleet, to_json
 
     if not as_json:
@@ -116,15 +116,18 @@ def _check(settings: Settings, as_json: bool) -> int:
             click.echo(f"heygem-launch: warning: {warning}", err=True)
     try:
         with interruptible():
-            result = fleet_preflight(settings, os.environ, start=False)
+            probed = fleet_preflight(settings, os.environ, start=False)
     except Interrupted as exc:
         return _interrupted(exc, "during the preflight")
+    # One result, one verdict: a provider that passed with an app that cannot start is REFUSED [config_error]
+    # in the report and the document alike, never OK with exit 78.
+    result = with_config_refusal(probed)
     click.echo(to_json(result.as_dict()) if as_json else render_fleet(result))
     # The provider is the question --check-only answers first (69); an app that could not start as configured
     # is named either way, and is the exit code (78) when the provider passed.
     if result.config_error:
         click.echo(f"heygem-launch: error: {result.config_error}", err=True)
-    if not result.ok:
+    if not probed.ok:
         return exitcodes.UNAVAILABLE
     return exitcodes.CONFIG if result.config_error else exitcodes.OK
 
@@ -170,9 +173,12 @@ def _run(settings: Settings, flags: dict[str, str | None]) -> int:
     from launcher.fleet import fleet_preflight
     from launcher.report import render_fleet
     from launcher.service import make_service
+    from launcher.startchecks import check_before_preflight
 
     for warning in settings.warnings:
         click.echo(f"heygem-launch: warning: {warning}", err=True)
+    # What needs no probe is refused first, in one line (78), not after seconds of preflight and its report.
+    check_before_preflight(settings, os.environ)
     if settings.preflight == "skip":
         click.echo(
             "heygem-launch: WARNING: HEYGEM_PREFLIGHT=skip: starting the app WITHOUT the preflight; "

@@ -10,10 +10,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from launcher import gpu, probe
+from launcher import causes, gpu, probe
 from launcher.appenv import PORT_VARIABLE, app_port
 from launcher.instances import SINGLE_PROGRAM, Instance, plan, policy_met
 from launcher.preflight import CheckResult, preflight, run_preflight
+from launcher.preflight import with_config_refusal as check_with_config_refusal
 from launcher.settings import Settings
 from launcher.verdict import Verdict
 
@@ -57,7 +58,9 @@ class FleetCheck:
 
     @property
     def failing(self) -> tuple[MemberCheck, ...]:
-        return tuple(m for m in self.members if not m.check.ok)
+        """Provider refusals before config errors: the provider is what must be fixed first."""
+        refused = [m for m in self.members if not m.check.ok]
+        return tuple(sorted(refused, key=lambda m: m.check.verdict.cause == causes.CONFIG_ERROR))
 
     @property
     def ok(self) -> bool:
@@ -129,6 +132,13 @@ class FleetCheck:
             "gpu_policy": self.settings.gpu_policy,
             "instances": [m.as_dict() for m in self.members],
         }
+
+
+def with_config_refusal(fleet: FleetCheck) -> FleetCheck:
+    """Pure: `--check-only`'s fleet, each app whose probe passed but whose command cannot start refused as
+    [config_error] (`preflight.with_config_refusal`)."""
+    members = tuple(replace(m, check=check_with_config_refusal(m.check)) for m in fleet.members)
+    return replace(fleet, members=members)
 
 
 def member_environ(environ: Mapping[str, str], instance: Instance) -> dict[str, str]:

@@ -23,7 +23,10 @@ class Holder:
     command: str
 
     def describe(self) -> str:
-        return f"pid {self.pid} ({self.command[:80]})" if self.pid else "a process this user cannot see"
+        if not self.pid:
+            return "a process this user cannot see"
+        # One line: a command line may hold newlines (`python -c` with a script).
+        return f"pid {self.pid} ({' '.join(self.command.split())[:80]})"
 
 
 def listening_inodes(port: int) -> set[str]:
@@ -61,13 +64,30 @@ def holders(port: int) -> list[Holder]:
     return found or [Holder(None, "")]
 
 
+def held_by(port: int) -> str | None:
+    """Who listens on `port`, in words; None when nothing does."""
+    busy = holders(port)
+    return ", ".join(h.describe() for h in busy) if busy else None
+
+
 def check_free(port: int) -> None:
     """Raises LaunchError (exit 78) naming the port and its holders when something listens on it."""
-    busy = holders(port)
-    if busy:
+    holder = held_by(port)
+    if holder:
         raise LaunchError(
             f"port {port} (HEYGEM_APP_PORT / GRADIO_SERVER_PORT) is already in use by "
-            f"{', '.join(h.describe() for h in busy)}: Gradio would silently take another port and every "
+            f"{holder}: Gradio would silently take another port and every "
             "probe would watch the wrong one; stop that process or choose another port",
+            exit_code=exitcodes.CONFIG,
+        )
+
+
+def check_metrics_free(port: int) -> None:
+    """Raises LaunchError (exit 78) naming HEYGEM_METRICS_PORT and the holders when something listens on it."""
+    holder = held_by(port)
+    if holder:
+        raise LaunchError(
+            f"HEYGEM_METRICS_PORT={port}: already in use by {holder}; stop that process, choose another port, "
+            "or leave it empty (no metrics)",
             exit_code=exitcodes.CONFIG,
         )

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from launcher import gpu
+from launcher import causes, gpu
 from launcher.appcommand import check_app_command
 from launcher.appenv import AppEnvironment, prepare_environment
 from launcher.errors import ConfigError
@@ -95,6 +95,22 @@ class CheckResult:
             "warnings": list(self.warnings),
             "config_error": self.config_error,
         }
+
+
+CONFIG_FIX = (
+    "correct the setting named (HEYGEM_APP_COMMAND, HEYGEM_APP_DIR), or run from the app's folder; "
+    "the provider itself passed the probe"
+)
+
+
+def with_config_refusal(check: CheckResult) -> CheckResult:
+    """Pure: `--check-only`'s answer when the probe passed but the app cannot start as configured: REFUSED
+    [config_error] naming it, so that neither the report nor the document says OK for an exit 78. A provider
+    refusal stays as it is (it is what must be fixed first); doctor keeps the provider's own verdict."""
+    if not check.ok or check.config_error is None:
+        return check
+    verdict = Verdict(False, causes.CONFIG_ERROR, check.config_error, CONFIG_FIX, check.verdict.notes)
+    return replace(check, verdict=verdict)
 
 
 def _without_traceback(report: Mapping[str, Any]) -> dict[str, Any]:

@@ -264,6 +264,17 @@ def check_trusted(run: RunDir) -> None:
         raise ConfigError(f"HEYGEM_RUN_DIR={str(run.path)!r}: not trusted: {reason}")
 
 
+def check_not_in_use(run: RunDir) -> None:
+    """Raises LaunchError (exit 78) when another heygem-launch serves from this run dir: two services would
+    share one control socket and one state file."""
+    other = running_pid(run)
+    if other is not None and other != os.getpid():
+        raise LaunchError(
+            f"HEYGEM_RUN_DIR={str(run.path)!r}: in use by heygem-launch pid {other}",
+            exit_code=exitcodes.CONFIG,
+        )
+
+
 def running_pid(run: RunDir) -> int | None:
     """The pid of the heygem-launch that owns this run dir, only when everything says so: the run dir is
     trusted, the pid file is in our PID namespace with the process's start time, and the process is a

@@ -36,15 +36,16 @@ from launcher.restarting import PASSED, Generation, RestartFlow
 from launcher.rundir import (
     RunDir,
     RunDirError,
+    check_not_in_use,
     prepare,
     remove,
-    running_pid,
     write_json,
     write_pidfile,
     write_private,
 )
 from launcher.settings import Settings
 from launcher.signalinbox import SignalInbox
+from launcher.startchecks import metrics_clash
 from launcher.supervisor_config import AppProgram, Credentials, render
 from launcher.watchdog import RECORD, RESTART, STOP, WARN, Incident
 
@@ -177,23 +178,14 @@ class Service:
         self.save_settings()
 
     def check_metrics_port(self, fleet: FleetCheck) -> None:
-        """The metrics server must not take an app's port: the app would move elsewhere (Gradio tries the
-        next port) and `probe ready` would ask the metrics server. ConfigError (78) naming both."""
-        port = self.settings.metrics_port
-        for member in fleet.running:
-            if port is not None and member.check.app.port == port:
-                raise ConfigError(
-                    f"HEYGEM_METRICS_PORT={port}: it is the port of {member.instance.program} "
-                    f"(HEYGEM_APP_PORT{' + ' + str(member.instance.position) if member.instance.position else ''})"
-                )
+        """The metrics server must not take an app's port (`startchecks.metrics_clash`): ConfigError (78)."""
+        clash = metrics_clash(self.settings.metrics_port, [member.instance for member in fleet.running])
+        if clash:
+            raise ConfigError(clash)
 
     def start(self) -> None:
-        other = running_pid(self.run)
-        if other is not None and other != os.getpid():
-            raise LaunchError(
-                f"HEYGEM_RUN_DIR={str(self.run.path)!r}: in use by heygem-launch pid {other}",
-                exit_code=exitcodes.CONFIG,
-            )
+        # Checked before the preflight too (`startchecks`); again here, as the preflight gave time to take them.
+        check_not_in_use(self.run)
         for rt in self.apps.values():
             ports.check_free(rt.port)
         self.check_metrics_port(self.fleet)

@@ -75,6 +75,21 @@ def assert_no_traceback(run: Run) -> None:
     assert "Traceback" not in run.stderr + run.stdout, run.stderr
 
 
+REFUSED_AT_ONCE_S = 1.0  # the spec: a refusal that needs no probe comes within a second
+
+
+def assert_refused_at_once(returncode: int, stderr: str, elapsed: float, *named: str) -> None:
+    """Exit 78 within a second, before any preflight: one line naming the cause, no report (no probe line,
+    no library table)."""
+    assert returncode == 78, stderr
+    assert stderr.count("\n") == 1 and stderr.startswith("heygem-launch: error: "), stderr
+    for name in named:
+        assert name in stderr, stderr
+    for report_line in ("Probe", "library ", "ONNX Runtime:", "Settings"):
+        assert report_line not in stderr, stderr
+    assert elapsed < REFUSED_AT_ONCE_S, f"{elapsed:.2f} s: {stderr}"
+
+
 @pytest.fixture(scope="session")
 def ort_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A plain venv with onnxruntime-gpu (linked from the test venv): no CUDA libraries at all."""

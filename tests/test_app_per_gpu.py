@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from launcher.preflight import run_preflight
 from launcher.report import render_fleet
 from launcher.settings import load_settings
 from tests import envs, harness
-from tests.conftest import LAUNCH, clean_environ
+from tests.conftest import LAUNCH, assert_refused_at_once, clean_environ
 from tests.harness import control, environ_of, wait_for
 
 UUID0, UUID1 = "GPU-0b1c6b5e-5a3f-11ee-8c99-0242ac120002", "GPU-8f2d7c1a-5a3f-11ee-8c99-0242ac120002"
@@ -353,3 +355,22 @@ def test_under_any_only_the_app_that_cannot_run_is_stopped(launch_service, tmp_p
     wait_for(lambda: _status(svc)["ok"], 30, "status ok with app-0 alone")
     ready = control(svc, "probe", "ready")
     assert ready.returncode == 0, ready.stdout + ready.stderr
+
+
+def test_a_busy_port_of_the_second_app_is_refused_before_the_preflight(launch, ort_env: Path) -> None:
+    """HEYGEM_GPUS=2: the apps take HEYGEM_APP_PORT and HEYGEM_APP_PORT + 1, and a real listener on the second
+    is refused at once, before two probes run and their report is printed."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        busy = holder.getsockname()[1]
+        env = {
+            "HEYGEM_CONDA_ENV": str(ort_env),
+            "HEYGEM_REQUIRE_PROVIDER": "CPUExecutionProvider",
+            "HEYGEM_GPUS": "2",
+            "HEYGEM_APP_PORT": str(busy - 1),
+        }
+        began = time.monotonic()
+        run = launch(env=env, timeout=60)
+        elapsed = time.monotonic() - began
+    assert_refused_at_once(run.returncode, run.stderr, elapsed, f"port {busy}")

@@ -109,7 +109,7 @@ def test_a_busy_metrics_port_is_refused(tmp_path: Path, ort_env: Path) -> None:
         wait_for(lambda: listening_inodes(port), 10, "the holder to listen")
         service = harness.start(tmp_path, ort_env, env={"HEYGEM_METRICS_PORT": str(port)})
         assert service.wait(timeout=60) == 78
-        assert f"HEYGEM_METRICS_PORT={port}: cannot serve metrics there" in service.stderr()
+        assert f"HEYGEM_METRICS_PORT={port}: already in use by pid {holder.pid}" in service.stderr()
         assert "Traceback" not in service.stderr()
     finally:
         holder.kill()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests import harness
+from tests.conftest import assert_refused_at_once
 from tests.harness import gone, wait_for
 
 pidns = pytest.mark.skipif(
@@ -157,14 +159,49 @@ def test_run_dir_is_private_and_supervisord_quiet(launch_service) -> None:
     assert service.wait(timeout=15) == 0
 
 
-def test_second_launcher_on_the_same_run_dir_is_refused(launch_service, tmp_path: Path, ort_env: Path) -> None:
+def _refused(tmp_path: Path, ort_env: Path, env: dict[str, str | None]) -> tuple[harness.Service, float]:
+    """A launcher expected to refuse at once, and its wall time from start to exit."""
+    tmp_path.mkdir(exist_ok=True)
+    began = time.monotonic()
+    other = harness.start(tmp_path, ort_env, env=env)
+    try:
+        other.wait(timeout=60)
+    finally:
+        other.cleanup()
+    return other, time.monotonic() - began
+
+
+def test_second_launcher_on_the_same_run_dir_is_refused_before_the_preflight(
+    launch_service, tmp_path: Path, ort_env: Path
+) -> None:
+    """Bug: the second launcher ran the whole preflight (seconds on a GPU) and printed its report before
+    saying the run dir is in use."""
     service = launch_service()
     service.wait_app()
-    (tmp_path / "other").mkdir()
-    other = harness.start(tmp_path / "other", ort_env, env={"HEYGEM_RUN_DIR": str(service.run_dir)})
-    assert other.wait(timeout=30) == 78
-    assert "in use by heygem-launch pid" in other.stderr()
+    other, elapsed = _refused(tmp_path / "other", ort_env, {"HEYGEM_RUN_DIR": str(service.run_dir)})
+    named = ("HEYGEM_RUN_DIR", f"in use by heygem-launch pid {service.proc.pid}")
+    assert_refused_at_once(other.proc.returncode, other.stderr(), elapsed, *named)
     assert service.get() is not None
+
+
+def test_a_busy_app_port_is_refused_before_the_preflight(tmp_path: Path, ort_env: Path) -> None:
+    """A real listener on the app's port: exit 78 at once naming the port and its holder (this process)."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        other, elapsed = _refused(tmp_path, ort_env, {"GRADIO_SERVER_PORT": str(port)})
+    assert_refused_at_once(other.proc.returncode, other.stderr(), elapsed, f"port {port}", f"pid {os.getpid()}")
+    assert not (tmp_path / "run" / "supervisord.conf").exists()
+
+
+def test_a_busy_metrics_port_is_refused_before_the_preflight(tmp_path: Path, ort_env: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        other, elapsed = _refused(tmp_path, ort_env, {"HEYGEM_METRICS_PORT": str(port)})
+    assert_refused_at_once(other.proc.returncode, other.stderr(), elapsed, f"HEYGEM_METRICS_PORT={port}")
 
 
 def test_the_app_gets_exactly_the_environment_the_probe_passed_with(launch_service) -> None:
