@@ -28,6 +28,7 @@ _CANNOT_OPEN = re.compile(r"(lib[\w.+-]+\.so[\w.]*): cannot open shared object f
 # libcudnn_cnn_infer.so.8. Error: ...", cuDNN 9: "Unable to load libcudnn_cnn.so.9"), not the loader's.
 _CUDNN_LOAD = re.compile(r"(?:Could not load library|Unable to load|cannot load)\s+(libcudnn\w*\.so[\d.]*\d)", re.I)
 _INSUFFICIENT = "driver version is insufficient"
+PASSED, REFUSED, SKIPPED = "passed", "refused", "skipped"  # a preflight's `result`
 
 
 @dataclass(frozen=True)
@@ -39,11 +40,24 @@ class LibraryRow(RequiredLibrary):
 
 @dataclass(frozen=True)
 class Verdict:
-    ok: bool
+    ok: bool  # the app may start
     cause: str | None
     message: str
     fix: str
     notes: tuple[str, ...] = ()  # what the probe found that a person should know, whatever the cause
+    # HEYGEM_PREFLIGHT=skip: `ok` lets the app start, but nothing was checked, so no output may say "passed".
+    skipped: bool = False
+
+    @property
+    def result(self) -> str:
+        """The one word every output uses: passed, refused or skipped."""
+        return SKIPPED if self.skipped else PASSED if self.ok else REFUSED
+
+    def summary(self) -> dict[str, Any]:
+        """The preflight as documents state it: `result`, and `ok` true or false, or null when nothing was
+        checked (a client testing `ok` must not read a skipped preflight as a pass, nor as a refusal)."""
+        ok = None if self.skipped else self.ok
+        return {"result": self.result, "ok": ok, "cause": self.cause, "message": self.message}
 
 
 def _first_error(probe: ProbeResult) -> str:
