@@ -80,6 +80,6 @@ class AppRuntime:
             "restart_times": list(self.restarts.times),
             "last_exit": self.last_exit,
             "given_up": self.given_up or None,
-            "preflight": {"ok": verdict.ok, "cause": verdict.cause, "message": verdict.message},
+            "preflight": verdict.summary(),
             **self.watch.state(),
         }

@@ -309,7 +309,8 @@ def probe_command(run: RunDir, _flags: dict[str, str | None], kind: str) -> int:
     """Health probe for Docker HEALTHCHECK / Kubernetes: exit 0 pass, 1 fail.
 
     live: heygem-launch, supervisord and the app run. ready: the app's readiness markers were seen, its port
-    answers, and no incident is open. startup: the preflight passed and the app has started.
+    answers, and no incident is open. startup: the preflight passed (or was skipped: HEYGEM_PREFLIGHT=skip)
+    and the app has started.
     """
     from launcher.probes import probe
 

@@ -13,6 +13,7 @@ from launcher import client, exitcodes, procs
 from launcher.control import CALL_ERRORS, Supervisor
 from launcher.errors import LaunchError
 from launcher.instances import policy_met
+from launcher.probes import preflight_result
 from launcher.restarting import new_request_id
 from launcher.rundir import RunDir, check_trusted, read_json, running_pid, write_json
 from launcher.settings import Settings
@@ -144,8 +145,12 @@ def render_status(result: Status) -> str:
     pre = result.state.get("preflight") or {}
     if pre:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(pre.get("checked_at", 0)))
-        verdict = "passed" if pre.get("ok") else f"refused [{pre.get('cause')}]"
-        lines.append(f"  last preflight: {verdict} on {pre.get('provider')} at {when}")
+        provider = pre.get("provider")
+        verdict = {
+            "passed": f"passed on {provider}",
+            "skipped": f"skipped (HEYGEM_PREFLIGHT=skip), {provider} not checked,",
+        }.get(preflight_result(pre), f"refused [{pre.get('cause')}] on {provider}")
+        lines.append(f"  last preflight: {verdict} at {when}")
     state = result.state
     missing = state.get("missing_markers") or []
     lines.append(

@@ -25,6 +25,7 @@ from launcher.commands import status
 from launcher.fleet import FleetCheck, fleet_preflight
 from launcher.heygem_log import ort_line_time, parse_record, split_code, strip_colour
 from launcher.masking import mask_env
+from launcher.probes import preflight_result
 from launcher.rundir import RunDir
 from launcher.settings import Settings
 
@@ -77,12 +78,7 @@ class Doctor:
                 "onnxruntime_loaded": any(u.onnxruntime for u in self.app_ort),
                 "cuda_context": self.cuda_context,
             },
-            "preflight": {
-                "ok": self.check.ok,
-                "cause": self.check.verdict.cause,
-                "message": self.check.verdict.message,
-                "fix": self.check.verdict.fix or None,
-            },
+            "preflight": {**self.check.verdict.summary(), "fix": self.check.verdict.fix or None},
             "log": self.log,
         }
 
@@ -112,6 +108,8 @@ def _service(settings: Settings) -> tuple[dict[str, Any], int | None]:
         "uptime_s": app["uptime_s"],
         "restarts": app["restarts"],
         "last_incident": result.state.get("last_incident"),
+        # The preflight the service started the app with (skipped, with HEYGEM_PREFLIGHT=skip), not the fresh one.
+        "preflight": result.state.get("preflight"),
         # Every app (one per GPU with HEYGEM_GPUS); the process checks below look at all of their groups.
         "apps": [
             {
@@ -280,6 +278,13 @@ def run_doctor(settings: Settings, environ: dict[str, str]) -> Doctor:
     return d
 
 
+def _service_preflight(pre: dict[str, Any]) -> str:
+    """The service's own last preflight, apart from the fresh one below: the app may run unchecked."""
+    result = preflight_result(pre)
+    why = {"skipped": " (HEYGEM_PREFLIGHT=skip): nothing was checked", "refused": f" [{pre.get('cause')}]"}
+    return f"  the service's last preflight: {result}{why.get(result, '')} on {pre.get('provider')}"
+
+
 def render(d: Doctor) -> str:
     data = d.as_dict()
     lines = ["GPUs"]
@@ -299,6 +304,8 @@ def render(d: Doctor) -> str:
             f"  heygem-launch pid {s['launcher_pid']}; app {s['app_state']} pid {d.app_pid}, "
             f"up {s['uptime_s']} s, {s['restarts']} restarts"
         )
+        if s.get("preflight"):
+            lines.append(_service_preflight(s["preflight"]))
         for app in s.get("apps", []) if len(s.get("apps", [])) > 1 else []:
             lines.append(
                 f"    {app['name']}: {app['state']} pid {app['pid']}, {app['gpu']}, "

@@ -31,9 +31,7 @@ class MemberCheck:
         return {
             **self.instance.as_dict(),
             "gpu": self.instance.gpu_label,
-            "ok": self.check.ok,
-            "cause": verdict.cause,
-            "message": verdict.message,
+            **verdict.summary(),
             "fix": verdict.fix or None,
             "probe_elapsed_s": self.check.probe.elapsed_s,
             # What the probe child itself saw: proof that it ran pinned to this GPU.
@@ -99,9 +97,8 @@ class FleetCheck:
             message += "every GPU to pass" if self.settings.gpu_policy == "all" else "at least one GPU to pass"
             return Verdict(False, v.cause, message, v.fix, v.notes)
         if self.skipped:
-            return Verdict(
-                True, None, f"preflight skipped (HEYGEM_PREFLIGHT=skip) for {total} GPUs: nothing was checked", ""
-            )
+            message = f"preflight skipped (HEYGEM_PREFLIGHT=skip) for {total} GPUs: nothing was checked"
+            return Verdict(True, None, message, "", skipped=True)
         notes = tuple(f"{m.instance.gpu_label} refused [{m.check.verdict.cause}]: not started" for m in self.failing)
         message = f"{passed} of {total} GPUs passed ({policy}): {self.primary.verdict.message}"
         if self.failing:
@@ -114,7 +111,7 @@ class FleetCheck:
     @property
     def skipped(self) -> bool:
         """HEYGEM_PREFLIGHT=skip: nothing was checked, for any GPU."""
-        return all(m.check.probe.report.get("skipped") for m in self.members)
+        return all(m.check.verdict.skipped for m in self.members)
 
     def as_dict(self) -> dict[str, Any]:
         """The `--json` document: one app's as always; with several, the first refusal's in full (or the
@@ -125,9 +122,7 @@ class FleetCheck:
         verdict = self.verdict
         return {
             **data,
-            "ok": self.ok,
-            "cause": verdict.cause,
-            "message": verdict.message,
+            **verdict.summary(),
             "fix": verdict.fix or None,
             "gpu_policy": self.settings.gpu_policy,
             "instances": [m.as_dict() for m in self.members],

@@ -23,7 +23,7 @@ FPS_BUCKETS = (0.5, 1, 2, 4, 6, 8, 10, 15, 25)  # ~8.7 frames/s on a GPU, ~0.4 o
 class NoMetrics:
     """HEYGEM_METRICS_PORT is empty: every call does nothing."""
 
-    def preflight(self, ok: bool, cause: str | None, instance: str = "app") -> None: ...
+    def preflight(self, ok: bool, cause: str | None, instance: str = "app", *, skipped: bool = False) -> None: ...
     def ready(self, ready: bool, instance: str = "app") -> None: ...
     def app_started(self, at: float | None, instance: str = "app") -> None: ...
     def restart(self, instance: str = "app") -> None: ...
@@ -41,8 +41,14 @@ class Metrics(NoMetrics):
         self._ready = Gauge(f"{PREFIX}_ready", "1 when the app is ready (both workers up)", labels, registry=registry)
         self._preflight = Gauge(
             f"{PREFIX}_preflight_ok",
-            "1 when the last preflight passed; its cause when it refused",
+            "1 when the last preflight passed, 0 with its cause when it refused; absent when it was skipped",
             [*labels, "cause"],
+            registry=registry,
+        )
+        self._skipped = Gauge(
+            f"{PREFIX}_preflight_skipped",
+            "1 when the app started without the preflight (HEYGEM_PREFLIGHT=skip): nothing was checked",
+            labels,
             registry=registry,
         )
         self._started = Gauge(
@@ -71,13 +77,17 @@ class Metrics(NoMetrics):
 
         start_http_server(port, registry=self.registry)
 
-    def preflight(self, ok: bool, cause: str | None, instance: str = "app") -> None:
-        # One series per instance: the cause it had before goes, the other instances' stay.
+    def preflight(self, ok: bool, cause: str | None, instance: str = "app", *, skipped: bool = False) -> None:
+        # One series per instance: the cause it had before goes, the other instances' stay. A skipped
+        # preflight has none: nothing was checked, and a 1 (or a 0) would claim a pass (or a refusal).
         old = self._causes.get(instance)
-        if old is not None and old != (cause or ""):
+        if old is not None and (skipped or old != (cause or "")):
             self._preflight.remove(instance, old)
-        self._causes[instance] = cause or ""
-        self._preflight.labels(instance, cause or "").set(1 if ok else 0)
+            del self._causes[instance]
+        self._skipped.labels(instance).set(1 if skipped else 0)
+        if not skipped:
+            self._causes[instance] = cause or ""
+            self._preflight.labels(instance, cause or "").set(1 if ok else 0)
 
     def ready(self, ready: bool, instance: str = "app") -> None:
         self._ready.labels(instance).set(1 if ready else 0)

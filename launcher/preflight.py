@@ -53,9 +53,7 @@ class CheckResult:
         """The `--json` document; secrets masked, like every other output."""
         build = self.build
         return {
-            "ok": self.ok,
-            "cause": self.verdict.cause,
-            "message": self.verdict.message,
+            **self.verdict.summary(),
             "fix": self.verdict.fix or None,
             "required_provider": self.settings.require_provider,
             "checked_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.checked_at)),
@@ -129,7 +127,7 @@ def library_table(build: OrtBuild | None, entries: tuple[str, ...]) -> tuple[Lib
 def skipped_preflight(settings: Settings, environ: Mapping[str, str]) -> CheckResult:
     """HEYGEM_PREFLIGHT=skip: the app's environment is prepared as always, but nothing is probed."""
     app = prepare_environment(settings, environ)
-    verdict = Verdict(True, None, "preflight skipped (HEYGEM_PREFLIGHT=skip): nothing was checked", "")
+    verdict = Verdict(True, None, "preflight skipped (HEYGEM_PREFLIGHT=skip): nothing was checked", "", skipped=True)
     probe = ProbeResult(None, False, {"skipped": True}, "", 0.0)
     return CheckResult(verdict, settings, app, None, (), gpu.Inventory(False, "not checked"), probe)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import xmlrpc.client
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from launcher.control import CALL_ERRORS, Supervisor
@@ -48,6 +49,12 @@ def _apps(state: dict[str, object]) -> tuple[list[dict[str, object]], list[str]]
     apps = [a for a in listed if isinstance(a, dict)]
     gone = [f"{a.get('program')} ({a.get('given_up')})" for a in apps if a.get("given_up")]
     return [a for a in apps if not a.get("given_up")], gone
+
+
+def preflight_result(preflight: Mapping[str, object]) -> str:
+    """A state file's preflight as one word: passed, refused or skipped (a launcher before `result` wrote
+    only `ok`)."""
+    return str(preflight.get("result") or ("passed" if preflight.get("ok") else "refused"))
 
 
 def probe(kind: str, run: RunDir) -> ProbeAnswer:
@@ -97,11 +104,14 @@ def _one(kind: str, state: dict[str, object], app: dict[str, object], app_state:
     if kind == "startup":
         preflight = state.get("preflight") or {}
         assert isinstance(preflight, dict)
-        if not preflight.get("ok"):
+        result = preflight_result(preflight)
+        if result == "refused":
             return answer(False, f"the preflight did not pass ({preflight.get('cause')})")
         if not app.get("app_started") or app_state != "RUNNING":
             return answer(False, f"the app has not started yet ({app_state})")
-        return answer(True, "preflight passed and the app started")
+        # Skipped on purpose (HEYGEM_PREFLIGHT=skip): the app is meant to start, but nothing was proven.
+        how = "skipped (HEYGEM_PREFLIGHT=skip)" if result == "skipped" else "passed"
+        return answer(True, f"preflight {how} and the app started")
 
     # Not while STARTING: supervisord has not yet seen it up for HEYGEM_START_SECONDS, and `status` calls it
     # ready only once RUNNING too.

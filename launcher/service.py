@@ -129,7 +129,8 @@ class Service:
     def save_state(self) -> None:
         apps = list(self.apps.values())
         for member in self.last_check.members:
-            self.metrics.preflight(member.check.ok, member.check.verdict.cause, member.instance.program)
+            verdict = member.check.verdict
+            self.metrics.preflight(verdict.ok, verdict.cause, member.instance.program, skipped=verdict.skipped)
         for rt in apps:
             self.metrics.ready(rt.ready, rt.program)
         write_json(
@@ -581,7 +582,7 @@ class Service:
         previous = Generation(self.generation, self.settings, self.fleet)
         self.flow.start_trial(outcome, previous, outcome.settings.restart_timeout)
         self.install(self.new_generation(outcome.settings, outcome.check))
-        self.log(f"preflight passed; app restarting with generation {self.generation}")
+        self.log(f"preflight {outcome.check.verdict.result}; app restarting with generation {self.generation}")
 
     def install(self, generation: Generation) -> None:
         """Point supervisord at a generation and restart the app groups (supervisorctl's `update`)."""

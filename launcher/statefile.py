@@ -45,10 +45,7 @@ def state_document(
         "gpu_policy": None if fleet.single else fleet.settings.gpu_policy,
         "instances": [rt.state() for rt in apps] + [refused_state(m) for m in fleet.failing],
         "preflight": {
-            "skipped": last_check.primary.probe.report.get("skipped", False),
-            "ok": verdict.ok,
-            "cause": verdict.cause,
-            "message": verdict.message,
+            **verdict.summary(),
             "checked_at": last_check.checked_at,
             "provider": last_check.settings.require_provider,
         },
@@ -64,7 +61,7 @@ def refused_state(member: MemberCheck) -> dict[str, Any]:
         "app_started": False,
         "ready": False,
         "given_up": f"preflight refused [{verdict.cause}]",
-        "preflight": {"ok": False, "cause": verdict.cause, "message": verdict.message},
+        "preflight": verdict.summary(),
     }
 
 

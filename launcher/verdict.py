@@ -30,6 +30,7 @@ _CUDNN_LOAD = re.compile(r"(?:Could not load library|Unable to load|cannot load)
 _INSUFFICIENT = "driver version is insufficient"
 # ORT blames "the user" for the probe's own session option (launcher/probe.py): say so before its words.
 _NO_FALLBACK = "ONNX Runtime would have run nodes on the CPU, which the probe forbids on purpose ({})"
+PASSED, REFUSED, SKIPPED = "passed", "refused", "skipped"  # a preflight's `result`
 
 
 @dataclass(frozen=True)
@@ -41,11 +42,24 @@ class LibraryRow(RequiredLibrary):
 
 @dataclass(frozen=True)
 class Verdict:
-    ok: bool
+    ok: bool  # the app may start
     cause: str | None
     message: str
     fix: str
     notes: tuple[str, ...] = ()  # what the probe found that a person should know, whatever the cause
+    # HEYGEM_PREFLIGHT=skip: `ok` lets the app start, but nothing was checked, so no output may say "passed".
+    skipped: bool = False
+
+    @property
+    def result(self) -> str:
+        """The one word every output uses: passed, refused or skipped."""
+        return SKIPPED if self.skipped else PASSED if self.ok else REFUSED
+
+    def summary(self) -> dict[str, Any]:
+        """The preflight as documents state it: `result`, and `ok` true or false, or null when nothing was
+        checked (a client testing `ok` must not read a skipped preflight as a pass, nor as a refusal)."""
+        ok = None if self.skipped else self.ok
+        return {"result": self.result, "ok": ok, "cause": self.cause, "message": self.message}
 
 
 def _first_error(probe: ProbeResult) -> str:

@@ -179,6 +179,15 @@ def test_policy_any_starts_the_gpus_that_passed_and_reports_the_others(ort_env: 
     assert [i["ok"] for i in data["instances"]] == [True, False] and data["gpu_policy"] == "any"
 
 
+def test_skipped_two_gpus_say_skipped_in_the_json_not_ok(ort_env: Path, tmp_path: Path) -> None:
+    """HEYGEM_PREFLIGHT=skip with HEYGEM_GPUS=2: the documents the service keeps (restart --json's `check`)."""
+    skip = {"HEYGEM_PREFLIGHT": "skip", "HEYGEM_REQUIRE_PROVIDER": "CUDAExecutionProvider"}
+    settings = _settings(ort_env, tmp_path, HEYGEM_GPUS="2", **skip)
+    data = fleet_preflight(settings, {}, inventory=lambda: NO_DRIVER).as_dict()
+    assert (data["result"], data["ok"]) == ("skipped", None)
+    assert [(i["result"], i["ok"]) for i in data["instances"]] == [("skipped", None)] * 2
+
+
 def test_check_only_with_two_gpus_without_a_driver_refuses_for_each(tmp_path: Path) -> None:
     """`heygem-launch --check-only` on this machine with HEYGEM_GPUS=2: both GPUs refused, each named."""
     import subprocess
@@ -374,3 +383,22 @@ def test_a_busy_port_of_the_second_app_is_refused_before_the_preflight(launch, o
         run = launch(env=env, timeout=60)
         elapsed = time.monotonic() - began
     assert_refused_at_once(run.returncode, run.stderr, elapsed, f"port {busy}")
+
+
+def test_two_apps_with_the_preflight_skipped_read_skipped_everywhere(launch_service) -> None:  # type: ignore[no-untyped-def]
+    """HEYGEM_PREFLIGHT=skip, CUDA required (it cannot pass here), HEYGEM_GPUS=2. Bug: `probe startup` said
+    "preflight passed" for each app, `status` "passed", and each app's `heygem_preflight_ok` was 1."""
+    from tests.test_metrics import scrape
+
+    port, metrics = _two_free_ports(), harness.free_port()
+    skip = {"HEYGEM_PREFLIGHT": "skip", "HEYGEM_REQUIRE_PROVIDER": "CUDAExecutionProvider", "HEYGEM_GPU_GRACE": "600"}
+    svc = launch_service(env=_two_apps_env(port, **skip, HEYGEM_METRICS_PORT=str(metrics)))
+    _pids(svc, port), _pids(svc, port + 1)
+    startup = wait_for(lambda: (run := control(svc, "probe", "startup")).returncode == 0 and run, 30, "probe startup")
+    assert startup.stdout.count("preflight skipped (HEYGEM_PREFLIGHT=skip)") == 2 and "passed" not in startup.stdout
+    text = control(svc, "status").stdout
+    assert "last preflight: skipped (HEYGEM_PREFLIGHT=skip)" in text and "passed" not in text, text
+    assert (_status(svc)["preflight"]["result"], _status(svc)["preflight"]["ok"]) == ("skipped", None)
+    got = scrape(metrics)
+    assert [got[("heygem_preflight_skipped", (("app", app),))] for app in ("app-0", "app-1")] == [1, 1]
+    assert not [key for key in got if key[0] == "heygem_preflight_ok"]

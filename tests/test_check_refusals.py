@@ -168,3 +168,13 @@ def test_version_and_help_exit_0() -> None:
 
     assert subprocess.run([*LAUNCH, "--help"], capture_output=True, check=False).returncode == 0
     assert subprocess.run([*LAUNCH, "--version"], capture_output=True, check=False).returncode == 0
+
+
+def test_skip_does_not_skip_the_check_and_its_json_says_refused(launch, ort_env: Path) -> None:
+    """HEYGEM_PREFLIGHT=skip is for starting the app; --check-only is asked to check, and does."""
+    env = {"HEYGEM_PREFLIGHT": "skip", "HEYGEM_REQUIRE_PROVIDER": "CUDAExecutionProvider"}
+    run = launch("--check-only", "--json", "--conda-env", str(ort_env), env=env)
+    assert run.returncode == 69, run.stderr
+    doc = run.json
+    assert (doc["result"], doc["ok"], doc["cause"]) == ("refused", False, causes.CUDA_LIBRARIES_MISSING)
+    assert "skipped" not in doc["probe"]["report"]

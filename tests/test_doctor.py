@@ -136,3 +136,19 @@ def test_a_blocked_queue_without_a_gpu_is_not_blamed_on_a_busy_gpu(launch_servic
     run = harness.control(svc, "doctor", "--json")
     conclusion = json.loads(run.stdout)["conclusion"]
     assert run.returncode == 69 and "no GPU is visible here" in conclusion and "in use" not in conclusion
+
+
+def test_a_service_started_without_the_preflight_is_said_to_be(launch_service) -> None:  # type: ignore[no-untyped-def]
+    """HEYGEM_PREFLIGHT=skip with CUDA required. Bug: doctor said nothing of the service's skipped preflight.
+    Should: the service's preflight reads skipped; the fresh one, a real check, refuses here."""
+    svc = launch_service(
+        env={"HEYGEM_PREFLIGHT": "skip", "HEYGEM_REQUIRE_PROVIDER": "CUDAExecutionProvider", "HEYGEM_GPU_GRACE": "600"}
+    )
+    svc.wait_app()
+    wait_for(lambda: json.loads(harness.control(svc, "status", "--json").stdout)["ready"], 30, "the app ready")
+    text = harness.control(svc, "doctor").stdout
+    assert "the service's last preflight: skipped (HEYGEM_PREFLIGHT=skip)" in text, text
+    assert "passed" not in text
+    doc = json.loads(harness.control(svc, "doctor", "--json").stdout)
+    assert (doc["service"]["preflight"]["result"], doc["service"]["preflight"]["ok"]) == ("skipped", None)
+    assert (doc["preflight"]["result"], doc["preflight"]["ok"]) == ("refused", False)

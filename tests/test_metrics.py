@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from prometheus_client.parser import text_string_to_metric_families
 
 from launcher.metrics import Metrics, NoMetrics, make
-from tests.harness import free_port
+from tests.harness import free_port, wait_for
 
 
 @dataclass
@@ -107,3 +107,40 @@ def test_counters_are_at_zero_from_the_apps_start() -> None:
     got = scrape(port)
     assert got[("heygem_restarts_total", (("app", "app"),))] == 0
     assert got[("heygem_incidents_total", (("app", "app"), ("kind", "blocked")))] == 0
+
+
+def test_a_skipped_preflight_is_not_a_pass_and_a_later_check_replaces_it() -> None:
+    metrics = Metrics()
+    port = free_port()
+    metrics.serve(port)
+    metrics.preflight(True, None, "app-0", skipped=True)
+    got = scrape(port)
+    assert got[("heygem_preflight_skipped", (("app", "app-0"),))] == 1
+    assert not [key for key in got if key[0] == "heygem_preflight_ok"], "nothing was checked: no pass, no refusal"
+    metrics.preflight(True, None, "app-0")  # a restart without HEYGEM_PREFLIGHT=skip, which passed
+    got = scrape(port)
+    assert got[("heygem_preflight_skipped", (("app", "app-0"),))] == 0
+    assert got[("heygem_preflight_ok", (("app", "app-0"), ("cause", "")))] == 1
+
+
+def _scraped(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
+    try:
+        return scrape(port)
+    except OSError:  # not served yet
+        return None
+
+
+def test_the_service_with_the_preflight_skipped_serves_skipped_not_ok(launch_service) -> None:  # type: ignore[no-untyped-def]
+    """HEYGEM_PREFLIGHT=skip with CUDA required (it cannot pass here). Bug: `heygem_preflight_ok{cause=""} 1`."""
+    port = free_port()
+    env = {
+        "HEYGEM_PREFLIGHT": "skip",
+        "HEYGEM_REQUIRE_PROVIDER": "CUDAExecutionProvider",
+        "HEYGEM_GPU_GRACE": "600",
+        "HEYGEM_METRICS_PORT": str(port),
+    }
+    service = launch_service(env=env)
+    service.wait_app()
+    got = wait_for(lambda: _scraped(port), 20, "the metrics")
+    assert got[("heygem_preflight_skipped", (("app", "app"),))] == 1
+    assert not [key for key in got if key[0] == "heygem_preflight_ok"]

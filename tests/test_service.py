@@ -215,3 +215,22 @@ def test_the_app_gets_exactly_the_environment_the_probe_passed_with(launch_servi
     assert real == probed
     assert not any(key.startswith("SUPERVISOR_") for key in real)  # nothing of supervisord's own leaks in
     assert real["GRADIO_SERVER_PORT"] == str(service.port)
+
+
+def test_a_skipped_preflight_reads_skipped_in_status_and_probe_startup(launch_service) -> None:
+    """HEYGEM_PREFLIGHT=skip with CUDA required, which cannot pass here. Bug: `status` said "last preflight:
+    passed on CUDAExecutionProvider", `probe startup` "preflight passed", `status --json` `"ok": true` beside
+    `"skipped": true`. Should: skipped everywhere; `probe startup` still passes (the app starts on purpose)."""
+    env = {"HEYGEM_PREFLIGHT": "skip", "HEYGEM_REQUIRE_PROVIDER": "CUDAExecutionProvider", "HEYGEM_GPU_GRACE": "600"}
+    service = launch_service(env=env)
+    service.wait_app()
+    startup = wait_for(
+        lambda: (run := harness.control(service, "probe", "startup")).returncode == 0 and run, 30, "probe startup"
+    )
+    assert "preflight skipped (HEYGEM_PREFLIGHT=skip) and the app started" in startup.stdout
+    assert "passed" not in startup.stdout
+    text = harness.control(service, "status").stdout
+    assert "last preflight: skipped (HEYGEM_PREFLIGHT=skip), CUDAExecutionProvider not checked" in text, text
+    assert "passed" not in text
+    preflight = json.loads(harness.control(service, "status", "--json").stdout)["preflight"]
+    assert (preflight["result"], preflight["ok"], preflight["provider"]) == ("skipped", None, "CUDAExecutionProvider")
