@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,7 +152,23 @@ def _cached(name: str, recipe: list, make: Callable[[Path], None]) -> Path:  # t
         path.parent.mkdir(parents=True, exist_ok=True)
         make(path)
         stamp.write_text(json.dumps(recipe))
+        _prune(name, path)
+    stamp.touch()  # its last use, for _prune
     return path
+
+
+STALE_DAYS = 3
+
+
+def _prune(name: str, kept: Path) -> None:
+    """Other recipes of `name` unused for STALE_DAYS: an env keyed by a clone's test venv (each clone has its own)
+    is never used again once that clone is gone, and each holds up to 1.6 GB."""
+    for other in CACHE.glob(f"{name}-*"):
+        stamp = other / ".heygem-test-env"
+        # (one without a stamp may be in the making by another run: left alone)
+        unused = stamp.exists() and time.time() - stamp.stat().st_mtime > STALE_DAYS * 86400
+        if other != kept and other.name[len(name) + 1 :].isalnum() and unused:
+            shutil.rmtree(other, ignore_errors=True)
 
 
 def build_env(build: Build, variant: str = "gpu") -> Path:

@@ -159,7 +159,9 @@ def launcher_image() -> str:
         return ref
     result = subprocess.run(
         [str(REPO / "scripts" / "build-image.sh"), base, ref, "--label", f"heygem.test.inputs={key}"],
-        env={**podman_env(), "PYTHON": sys.executable, "HEYGEM_BUILD_ENGINE": "podman"},
+        # podman's own configuration, as a user on a stock Debian has it (no unqualified-search registries, its
+        # default ulimits): the build must need nothing of the tests' containers.conf, which only `run` needs here.
+        env={**os.environ, "PYTHON": sys.executable, "HEYGEM_BUILD_ENGINE": "podman"},
         capture_output=True,
         text=True,
         timeout=900,
