@@ -15,9 +15,10 @@ from typing import Any
 import click
 
 from launcher import exitcodes
+from launcher.config.settings import Settings, load_settings
+from launcher.config.specs import SPECS
 from launcher.errors import ConfigError, LaunchError
-from launcher.rundir import RunDir
-from launcher.settings import SPECS, Settings, load_settings
+from launcher.system.rundir import RunDir
 
 # Command-line option -> setting key; flags are the top layer of the settings.
 _SETTING_OPTIONS: tuple[tuple[str, str, str], ...] = (
@@ -101,15 +102,15 @@ def _guarded(call: Callable[[], int]) -> int:
 def _interrupted(exc: Interrupted, what: str) -> int:
     name = signal.Signals(exc.signum).name
     click.echo(f"heygem-launch: {name} {what}: the probe was stopped and the app not started", err=True)
-    from launcher.exitpolicy import interrupted_code
+    from launcher.service.exitpolicy import interrupted_code
 
     return interrupted_code(exc.signum)
 
 
 def _check(settings: Settings, as_json: bool) -> int:
     # Imported here so that `--help` and usage errors stay fast.
-    from launcher.fleet import fleet_preflight, with_config_refusal
-    from launcher.report import render_fleet, to_json
+    from launcher.preflight.fleet import fleet_preflight, with_config_refusal
+    from launcher.preflight.report import render_fleet, to_json
 
     if not as_json:
         for warning in settings.warnings:
@@ -170,10 +171,10 @@ def cli(ctx: click.Context, check_only: bool, as_json: bool, **params: Any) -> N
 
 def _run(settings: Settings, flags: dict[str, str | None]) -> int:
     """Preflight; on refusal exit 69 without starting anything; on pass run and supervise the app."""
-    from launcher.fleet import fleet_preflight
-    from launcher.report import render_fleet
-    from launcher.service import make_service
-    from launcher.startchecks import check_before_preflight
+    from launcher.preflight.fleet import fleet_preflight
+    from launcher.preflight.report import render_fleet
+    from launcher.service.service import make_service
+    from launcher.service.startchecks import check_before_preflight
 
     for warning in settings.warnings:
         click.echo(f"heygem-launch: warning: {warning}", err=True)
@@ -226,7 +227,7 @@ def subcommand(
         def command(ctx: click.Context, **params: Any) -> None:
             flags = collect_flags(ctx, params)
             if client:
-                from launcher.client import client_run_dir
+                from launcher.commands.client import client_run_dir
 
                 run = client_run_dir(flags)
                 if warn_unapplied:
@@ -252,9 +253,9 @@ def check(settings: Settings, as_json: bool) -> int:
 @subcommand(client=True, warn_unapplied=True)
 def status(run: RunDir, _flags: dict[str, str | None], as_json: bool) -> int:
     """Each program's state, pid, uptime and restarts, and the last preflight. Exit 0 if the app runs."""
-    from launcher.commands import render_status
-    from launcher.commands import status as get_status
-    from launcher.report import to_json
+    from launcher.commands.status import render_status
+    from launcher.commands.status import status as get_status
+    from launcher.preflight.report import to_json
 
     result = get_status(run)
     click.echo(to_json(result.as_dict()) if as_json else render_status(result))
@@ -267,8 +268,8 @@ def restart(run: RunDir, flags: dict[str, str | None], as_json: bool) -> int:
     while the app keeps serving, and only on pass restart the app with the new environment (the same as SIGHUP
     to heygem-launch); if the new app is not ready within HEYGEM_RESTART_TIMEOUT, the previous one comes back.
     Exit 0 restarted, 69 refused or rolled back (the previous app runs), 78 the new settings are invalid."""
-    from launcher.commands import restart as do_restart
-    from launcher.report import to_json
+    from launcher.commands.restart import restart as do_restart
+    from launcher.preflight.report import to_json
 
     # Checked here first (78 at once, nothing signalled); the service checks again with its own environment.
     load_settings(flags)
@@ -286,10 +287,10 @@ def restart(run: RunDir, flags: dict[str, str | None], as_json: bool) -> int:
 def doctor(run: RunDir, flags: dict[str, str | None], as_json: bool) -> int:
     """Diagnose: GPUs, the running app's real environment and CUDA use, a fresh preflight, the log's
     queue/blocking/ERROR/GPU lines, and the most likely cause. Exit 0 no problem found, 69 a problem."""
-    from launcher.client import service_settings
-    from launcher.doctor import render, run_doctor
-    from launcher.report import to_json
-    from launcher.rundir import running_pid
+    from launcher.commands.client import service_settings
+    from launcher.commands.doctor import render, run_doctor
+    from launcher.preflight.report import to_json
+    from launcher.system.rundir import running_pid
 
     # The running service's own settings; the files only when no service runs.
     settings = (service_settings(run) if running_pid(run) else None) or load_settings(flags)
@@ -312,7 +313,7 @@ def probe_command(run: RunDir, _flags: dict[str, str | None], kind: str) -> int:
     answers, and no incident is open. startup: the preflight passed (or was skipped: HEYGEM_PREFLIGHT=skip)
     and the app has started.
     """
-    from launcher.probes import probe
+    from launcher.commands.probes import probe
 
     answer = probe(kind, run)
     click.echo(answer.line())
@@ -337,8 +338,8 @@ def probe_command(run: RunDir, _flags: dict[str, str | None], kind: str) -> int:
 def replay(settings: Settings, as_json: bool, dh_log: Path, stderr: Path | None, stdout: Path | None) -> int:
     """The watchdog's rules over a recorded HeyGem log, on the lines' own timestamps: readiness, each task
     (code, frames, frames/s, outcome) and each incident with what the service would have done. Exit 0."""
-    from launcher.replay import render, replay
-    from launcher.report import to_json
+    from launcher.preflight.report import to_json
+    from launcher.watch.replay import render, replay
 
     try:
         result = replay(settings, dh_log, stderr, stdout)
@@ -366,7 +367,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"heygem-launch: error: {exc}", err=True)
         if "--json" in (sys.argv[1:] if argv is None else argv):
             # --json promises one document on stdout, an error's too (a script reads stdout, not stderr).
-            from launcher.report import to_json
+            from launcher.preflight.report import to_json
 
             click.echo(to_json({"ok": False, "error": str(exc), "exit_code": exc.exit_code}))
         sys.exit(exc.exit_code)

@@ -33,7 +33,7 @@ export HEYGEM_APP_COMMAND="python3 -c pass"
 echo "== nvidia-smi"; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
 echo "== pytest -m gpu"
 status=0
-timeout 300 python3 -m pytest -p no:cacheprovider -m gpu -v -s tests/test_gpu.py || status=$?
+timeout 300 python3 -m pytest -p no:cacheprovider -m gpu -v -s tests/system/test_gpu.py || status=$?
 echo "== heygem-launch doctor"; timeout 120 python3 -m launcher doctor --conda-env "" || true
 echo "== heygem-launch --check-only (this interpreter's env)"
 rc=0

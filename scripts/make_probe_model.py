@@ -1,4 +1,4 @@
-"""Writes launcher/data/probe.onnx: Conv then MatMul, so the probe exercises both cuDNN and cuBLAS.
+"""Writes launcher/preflight/data/probe.onnx: Conv then MatMul, so the probe exercises both cuDNN and cuBLAS.
 
 The weights are graph inputs, not initializers, so the probe (stdlib + numpy + onnxruntime only,
 no `onnx` package) can feed them and compute the reference itself.
@@ -15,7 +15,7 @@ from pathlib import Path
 import onnx
 from onnx import TensorProto, helper
 
-OUT = Path(__file__).resolve().parent.parent / "launcher" / "data" / "probe.onnx"
+OUT = Path(__file__).resolve().parent.parent / "launcher" / "preflight" / "data" / "probe.onnx"
 
 
 def build() -> bytes:

@@ -17,7 +17,7 @@ command -v mmdebstrap >/dev/null || optional="$optional mmdebstrap"
 # podman kube play builds its pause image around catatonit; podman's Recommends (catatonit | tini | dumb-init) is
 # met by tini here, so apt would never bring catatonit by itself.
 command -v catatonit >/dev/null || optional="$optional catatonit"
-# A real Prometheus server scrapes the metrics endpoint in tests/test_prometheus.py.
+# A real Prometheus server scrapes the metrics endpoint in tests/watch/test_prometheus.py.
 command -v prometheus >/dev/null || optional="$optional prometheus"
 if [ "$(id -u)" = 0 ]; then
     need="$need$optional"
@@ -39,6 +39,9 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check '.[gpu,test]'
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+# The layers (pyproject.toml's import-linter contract) and rooms of one sitting (README: Design).
+.venv/bin/lint-imports --no-cache
+.venv/bin/python scripts/check_sizes.py launcher
 shellcheck entrypoint.sh scripts/*.sh
 .venv/bin/hadolint docker/Dockerfile tests/container/Containerfile.testbase
 exec .venv/bin/python -m pytest "$@"

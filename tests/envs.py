@@ -193,7 +193,7 @@ def provider_of(prefix: Path) -> Path:
 
 def stand_ins(build: Build, prefix: Path, variant: str) -> Path:
     """Stand-in CUDA libraries for the build's provider: "full" (all but the driver) or "no-cudnn"."""
-    from launcher.ortbuild import CUDNN_SUBLIBRARIES
+    from launcher.preflight.ortbuild import CUDNN_SUBLIBRARIES
     from tests.stubelf import make_stand_ins
 
     provider = provider_of(prefix)

@@ -1,6 +1,6 @@
 """A stand-in for HeyGem-Linux-Python-Hack's app.py, for the launcher's tests, built from FIELD.md section 2
 (HeyGem's source, its committed real log) and checked line by line against ../shared/heygem-replay by
-tests/test_stand_in.py. Stdlib only (onnxruntime when TEST_APP_ORT asks for it); runs on Python 3.8.
+tests/watch/test_stand_in.py. Stdlib only (onnxruntime when TEST_APP_ORT asks for it); runs on Python 3.8.
 
 What it shares with the real app:
 - the root logger at INFO with two handlers: a StreamHandler to stderr with `datefmt='%Y-%m-%d %H:%M:%S'` (no
@@ -54,7 +54,7 @@ from urllib.parse import parse_qs, urlparse
 MODE = os.environ.get("TEST_APP_MODE", "normal")
 SPEED = float(os.environ.get("TEST_APP_SPEED", "1"))  # time compression of HeyGem's own waits
 FMT = "[%(asctime)s] [%(filename)s[line:%(lineno)d]] [%(levelname)s] [%(message)s]"
-PROBE_MODEL = Path(__file__).resolve().parent.parent / "launcher" / "data" / "probe.onnx"
+PROBE_MODEL = Path(__file__).resolve().parent.parent / "launcher" / "preflight" / "data" / "probe.onnx"
 _held: list[object] = []  # mappings and sessions that must live as long as the process
 
 

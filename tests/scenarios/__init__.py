@@ -1,6 +1,6 @@
 """What HeyGem really writes, scenario by scenario: copies of ../shared/heygem-replay and ../shared/duix-replay
 (each folder's README says how they were built). They live in the repo so that a clone anywhere runs the tests
-that read them; `tests/test_scenarios.py` compares them with ../shared where that exists."""
+that read them; `tests/watch/test_scenarios.py` compares them with ../shared where that exists."""
 
 from __future__ import annotations
 

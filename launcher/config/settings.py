@@ -1,0 +1,278 @@
+"""Settings: one typed object from four layers, lowest first:
+built-in defaults < the `.env` file < the process environment < command-line flags.
+
+`.env` keys that are not `HEYGEM_*` settings are the app's own configuration and go into its
+environment, as Docker's `env_file` does.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from launcher.config import values as checks
+from launcher.config.instances import GpuSelection
+from launcher.config.masking import mask_value
+from launcher.config.specs import ENV_FILE_KEY, PREFIX, SPECS, default_run_dir, parse_run_dir
+from launcher.errors import ConfigError
+
+KNOWN_KEYS = frozenset({s.key for s in SPECS} | {ENV_FILE_KEY})
+
+
+@dataclass(frozen=True)
+class Settings:
+    conda_root: Path
+    conda_env: str
+    app_dir: Path
+    app_command: tuple[str, ...]
+    require_provider: str
+    extra_library_path: tuple[str, ...]
+    preflight_timeout: float
+    run_dir: Path
+    # Every field above env_file comes from SPECS, which holds its default: none is repeated here.
+    stop_grace: int
+    stop_as_group: bool
+    start_seconds: int
+    start_retries: int
+    max_restarts: int
+    restart_window: float
+    restart_timeout: float
+    log_max_bytes: int
+    log_backups: int
+    app_log: Path  # resolved against app_dir by build_settings
+    app_port: int | None
+    gpus: GpuSelection | None
+    gpu_policy: str
+    metrics_port: int | None
+    preflight: str
+    stall_seconds: float
+    encode_seconds: float
+    encode_seconds_per_frame: float
+    line_max: int
+    gpu_grace: float
+    on_cpu_fallback: str
+    ready_markers: tuple[str, ...]
+    pattern_blocked: re.Pattern[str]
+    pattern_failure: re.Pattern[str]
+    pattern_task_start: re.Pattern[str]
+    pattern_frames_start: re.Pattern[str]
+    pattern_progress: re.Pattern[str]
+    pattern_frames: re.Pattern[str]
+    pattern_frames_done: re.Pattern[str]
+    pattern_task_end: re.Pattern[str]
+    pattern_fallback: re.Pattern[str]
+    env_file: Path | None = None
+    # The app's own keys from `.env` (not HEYGEM_*), in file order.
+    app_env: Mapping[str, str] = field(default_factory=dict)
+    # Where each setting's value came from: default, .env, environment or flag.
+    sources: Mapping[str, str] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    # Each setting's text as given, before parsing: what the service saves to rebuild its settings.
+    raw: Mapping[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, str]:
+        """The settings as `HEYGEM_*` keys with printable checks."""
+        out: dict[str, str] = {}
+        for spec in SPECS:
+            value = getattr(self, spec.attr)
+            if isinstance(value, re.Pattern):
+                value = value.pattern
+            elif value is None:
+                value = ""
+            elif isinstance(value, tuple):
+                value = {"app_command": " ", "ready_markers": "|"}.get(spec.attr, ":").join(value)
+            elif isinstance(value, bool):
+                value = "true" if value else "false"
+            out[spec.key] = mask_value(spec.key, str(value))
+        out[ENV_FILE_KEY] = str(self.env_file) if self.env_file else ""
+        return out
+
+
+ENV_FILE_MAX = 2**20  # a .env file is a few lines; /dev/zero or a runaway file must not fill memory
+_LINE_KEY = re.compile(r"\s*(?:export\s+)?([^\s=#'\"]+)\s*=")
+
+
+def _read_env_bytes(path: Path) -> bytes:
+    """A regular file's bytes; O_NONBLOCK so that a FIFO never blocks the open, and a size cap."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: env file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read env file: {exc.strerror}") from None
+    # fstat before fdopen: a folder opens (O_RDONLY), and fdopen() of it raises IsADirectoryError.
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ConfigError(f"{path}: env file is not a regular file")
+    with os.fdopen(fd, "rb") as handle:
+        data = handle.read(ENV_FILE_MAX + 1)
+    if len(data) > ENV_FILE_MAX:
+        raise ConfigError(f"{path}: env file larger than {ENV_FILE_MAX} bytes")
+    return data
+
+
+def read_env_file(path: Path) -> dict[str, str | None]:
+    """The file's bindings, without touching os.environ. A line that does not parse, a NUL byte or bytes
+    that are not UTF-8 are config errors naming the file, the line and the key, never the value (a secret's
+    closing quote may be what is missing)."""
+    # Imported only when there is a file to read: start-up time is on the preflight's critical path.
+    from dotenv import dotenv_values
+    from dotenv.parser import parse_stream
+
+    text = _read_env_bytes(path).decode("utf-8", "surrogateescape")
+    for binding in parse_stream(io.StringIO(text)):
+        where = f"{path}:{binding.original.line}"
+        if binding.error:
+            key = _LINE_KEY.match(binding.original.string)
+            named = f" (key {_printable_key(key.group(1))})" if key else ""
+            quoted = any(q in binding.original.string for q in "'\"")
+            hint = "; is a quote left open?" if quoted else "; a line is KEY=VALUE"
+            raise ConfigError(f"{where}: cannot parse the line{named}{hint}")
+        if binding.key is None:
+            continue
+        try:
+            checks.text(binding.key)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: the key {exc}") from None
+        if not _ENV_KEY.fullmatch(binding.key):
+            raise ConfigError(f"{where}: {_printable_key(binding.key)} is not a variable name")
+        try:
+            checks.text(binding.value or "")
+        except ValueError as exc:
+            raise ConfigError(f"{where}: the value of {binding.key} {exc}") from None
+    # interpolate=False: values are literal, as with `docker run --env-file`; a secret may hold a `$`.
+    return dict(dotenv_values(stream=io.StringIO(text), interpolate=False))
+
+
+# What execve() and a JSON environment file can carry as a name (POSIX allows more than shells do).
+_ENV_KEY = re.compile(r"[^=\s]+")
+
+
+def _printable_key(key: str) -> str:
+    return repr(checks.printable(key)[:60])
+
+
+def run_dir_value(raw: str | None) -> Path:
+    """HEYGEM_RUN_DIR alone (the client side needs nothing else): its default when None; ConfigError if bad."""
+    raw = default_run_dir() if raw is None else raw
+    try:
+        return parse_run_dir(checks.text(raw).strip())
+    except ValueError as exc:
+        raise ConfigError(f"HEYGEM_RUN_DIR={_shown('HEYGEM_RUN_DIR', raw)}: {exc}") from None
+
+
+def find_env_file(flag: str | None, environ: Mapping[str, str], cwd: Path) -> Path | None:
+    for source, raw in (("flag", flag), ("environment", environ.get(ENV_FILE_KEY))):
+        if raw:
+            try:
+                return checks.path(checks.text(raw))
+            except ValueError as exc:
+                raise ConfigError(f"{ENV_FILE_KEY}={_shown(ENV_FILE_KEY, raw)} (from {source}): {exc}") from None
+    default = cwd / ".env"
+    return default if default.is_file() else None
+
+
+def _shown(key: str, raw: str) -> str:
+    """A bad value as printed in an error: masked when secret, cut short, non-UTF-8 bytes escaped."""
+    shown = repr(mask_value(key, checks.printable(raw)))
+    return shown if len(shown) <= 80 else shown[:77] + "..."
+
+
+def closest_key(key: str) -> str | None:
+    import difflib  # only on the rare unknown key
+
+    matches = difflib.get_close_matches(key, sorted(KNOWN_KEYS), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def build_settings(
+    dotenv: Mapping[str, str | None],
+    environ: Mapping[str, str],
+    flags: Mapping[str, str | None],
+    *,
+    env_file: Path | None = None,
+    cwd: Path,
+) -> Settings:
+    """Pure: merge the layers, parse each value, and split off the app's own `.env` keys."""
+    warnings: list[str] = []
+    for origin, layer in (("the .env file", dotenv), ("the environment", environ)):
+        for key in layer:
+            if key.startswith(PREFIX) and key not in KNOWN_KEYS:
+                hint = closest_key(key)
+                warnings.append(f"unknown setting {key} in {origin}" + (f"; did you mean {hint}?" if hint else ""))
+
+    values: dict[str, object] = {}
+    sources: dict[str, str] = {}
+    raw_values: dict[str, str] = {}
+    for spec in SPECS:
+        raw, source = spec.default(), "default"
+        for name, layer in ((".env", dotenv), ("environment", environ), ("flag", flags)):
+            candidate = layer.get(spec.key)
+            if candidate is not None:
+                raw, source = candidate, name
+        try:
+            values[spec.attr] = spec.parse(checks.text(raw).strip())
+        except (ValueError, OverflowError, RecursionError) as exc:
+            where = "" if source in ("default", "flag") else f" (from {source})"
+            raise ConfigError(f"{spec.key}={_shown(spec.key, raw)}{where}: {exc}") from None
+        sources[spec.key] = source
+        raw_values[spec.key] = raw
+
+    app_dir = values["app_dir"]
+    assert isinstance(app_dir, Path)
+    values["app_dir"] = app_dir = app_dir if app_dir.is_absolute() else cwd / app_dir
+    app_log = values["app_log"] or Path("log/dh.log")  # the setting may be empty: HeyGem's own place
+    assert isinstance(app_log, Path)
+    values["app_log"] = app_log if app_log.is_absolute() else app_dir / app_log
+
+    app_env: dict[str, str] = {}
+    for key, value in dotenv.items():
+        if key.startswith(PREFIX):
+            continue
+        if value is None:  # a bare `KEY` line passes the launcher's own value through, as Docker does
+            if key in environ:
+                app_env[key] = environ[key]
+            continue
+        app_env[key] = value
+
+    return Settings(
+        **values,
+        env_file=env_file,
+        app_env=app_env,
+        sources=sources,  # type: ignore[arg-type]
+        warnings=tuple(warnings),
+        raw=raw_values,
+    )
+
+
+def load_settings(
+    flags: Mapping[str, str | None], environ: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> Settings:
+    """Read the `.env` file the layers point at, then build and check the settings."""
+    environ = os.environ if environ is None else environ
+    cwd = Path.cwd() if cwd is None else cwd
+    env_file = find_env_file(flags.get(ENV_FILE_KEY), environ, cwd)
+    dotenv = read_env_file(env_file) if env_file else {}
+    settings = build_settings(dotenv, environ, flags, env_file=env_file, cwd=cwd)
+    check_paths(settings)
+    return settings
+
+
+def check_paths(settings: Settings) -> None:
+    """What only the disk can tell: the app dir is a folder, the app's log (if it exists) a regular file
+    (a folder, a FIFO that would block the reader, or /dev/zero are refused)."""
+    if not settings.app_dir.is_dir():
+        raise ConfigError(f"HEYGEM_APP_DIR={str(settings.app_dir)!r}: not a directory")
+    try:
+        mode = os.stat(settings.app_log).st_mode
+    except FileNotFoundError:
+        return  # HeyGem creates it at start
+    except OSError as exc:
+        raise ConfigError(f"HEYGEM_APP_LOG={str(settings.app_log)!r}: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise ConfigError(f"HEYGEM_APP_LOG={str(settings.app_log)!r}: not a regular file")

@@ -1,0 +1,431 @@
+"""The settings' table: every `HEYGEM_*` key with its attribute, its parser (text in, typed value out, ValueError
+with the reason), its default and its help; `settings.py` loads the layers through it, and `--help` lists it."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from launcher.config import values as checks
+from launcher.config.instances import POLICIES, parse_gpus
+from launcher.system.rundir import SOCKET_NAME
+
+PREFIX = "HEYGEM_"
+ENV_FILE_KEY = "HEYGEM_ENV_FILE"
+
+PREFIX = "HEYGEM_"
+ENV_FILE_KEY = "HEYGEM_ENV_FILE"
+
+
+def default_run_dir() -> str:
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    return f"{runtime}/heygem" if runtime else f"/tmp/heygem-{os.getuid()}"
+
+
+def _path(raw: str) -> Path:
+    return checks.path(raw)
+
+
+def _abs_path(raw: str) -> Path:
+    path = _path(raw)
+    if not path.is_absolute():
+        raise ValueError("must be an absolute path")
+    return path
+
+
+def _conda_env(raw: str) -> str:
+    if "/" in raw:
+        checks.path(raw)  # a prefix path: the same rules as any path (and ~user must exist)
+    return checks.one_line(raw)
+
+
+def parse_run_dir(raw: str) -> Path:
+    # Its socket must fit sockaddr_un: supervisord would fail to bind it long after validation.
+    return checks.socket_fits(_abs_path(raw), SOCKET_NAME)
+
+
+def _command(raw: str) -> tuple[str, ...]:
+    # A newline cannot be written into supervisord's config, and shlex would take it as a separator.
+    argv = tuple(shlex.split(checks.one_line(raw)))
+    if not argv:
+        raise ValueError("must not be empty")
+    return argv
+
+
+def _provider(raw: str) -> str:
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*ExecutionProvider", raw):
+        raise ValueError("must be an ONNX Runtime provider name such as CUDAExecutionProvider")
+    return raw
+
+
+def _path_list(raw: str) -> tuple[str, ...]:
+    # Empty pieces are dropped later by the library-path builder, with the rest of its rules.
+    pieces = tuple(checks.one_line(raw).split(":")) if raw else ()
+    for piece in pieces:
+        if piece:
+            checks.path_fits(Path(piece))
+    return pieces
+
+
+LINE_MAX_MIN = 4096
+# 30 days: longer is no timeout a person means, and every timeout must fit select() and threading.
+MAX_SECONDS = 30 * 86400.0
+
+
+def _positive_seconds(raw: str) -> float:
+    return checks.seconds(raw, MAX_SECONDS)
+
+
+def _non_negative_seconds(raw: str) -> float:
+    return checks.seconds(raw, MAX_SECONDS, allow_zero=True)
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _count(raw: str) -> int:
+    return checks.whole(raw, 0, 1_000_000)
+
+
+def _optional_path(raw: str) -> Path | None:
+    return checks.path(raw) if raw else None
+
+
+def _port(raw: str) -> int | None:
+    if not raw:
+        return None
+    try:
+        return checks.whole(raw, 1, 65535)
+    except ValueError:
+        raise ValueError("must be a TCP port number (1-65535)") from None
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw.lower() not in allowed:
+            raise ValueError("must be one of: " + ", ".join(allowed))
+        return raw.lower()
+
+    return parse
+
+
+def _regex(raw: str) -> re.Pattern[str]:
+    return checks.regex(raw)
+
+
+def _markers(raw: str) -> tuple[str, ...]:
+    # A marker is matched within one line: one with a newline could never be seen.
+    markers = tuple(m for m in checks.one_line(raw).split("|") if m)
+    if not markers:
+        raise ValueError("must name at least one marker")
+    return markers
+
+
+def _whole_seconds(raw: str) -> int:
+    # supervisord's stopwaitsecs is an integer; an hour is already far beyond any orchestrator's grace.
+    return checks.whole(raw, 1, 3600)
+
+
+def _line_max(raw: str) -> int:
+    # Below a HeyGem record's length every marker and rule would be cut away: nothing would ever match.
+    size = _size(raw)
+    if size < LINE_MAX_MIN:
+        raise ValueError(f"must be at least {LINE_MAX_MIN // 1024}KB (a line is cut there, before any rule sees it)")
+    return size
+
+
+def _size(raw: str) -> int:
+    """Bytes, with an optional KB/MB/GB suffix as supervisord writes them."""
+    units = {"": 1, "KB": 2**10, "MB": 2**20, "GB": 2**30}
+    match = re.fullmatch(r"([0-9]{1,13})\s*([KMG]B)?", raw.upper())
+    if not match or int(match.group(1)) * units[match.group(2) or ""] > 2**40:
+        raise ValueError("must be a size such as 10MB, at most 1024GB")
+    return int(match.group(1)) * units[match.group(2) or ""]
+
+
+@dataclass(frozen=True)
+class Spec:
+    key: str
+    attr: str
+    parse: Callable[[str], object]
+    default: Callable[[], str]
+    help: str
+
+
+SPECS: tuple[Spec, ...] = (
+    Spec("HEYGEM_CONDA_ROOT", "conda_root", _abs_path, lambda: "/opt/conda", "conda installation root"),
+    Spec(
+        "HEYGEM_CONDA_ENV",
+        "conda_env",
+        _conda_env,
+        lambda: "",
+        "env name under CONDA_ROOT/envs, a prefix path, or empty for the launcher's own interpreter",
+    ),
+    Spec("HEYGEM_APP_DIR", "app_dir", _path, lambda: ".", "the app's working directory"),
+    Spec("HEYGEM_APP_COMMAND", "app_command", _command, lambda: "python app.py", "the app's command line"),
+    Spec(
+        "HEYGEM_REQUIRE_PROVIDER",
+        "require_provider",
+        _provider,
+        lambda: "CUDAExecutionProvider",
+        "the ONNX Runtime provider the probe must run on",
+    ),
+    Spec(
+        "HEYGEM_EXTRA_LIBRARY_PATH",
+        "extra_library_path",
+        _path_list,
+        lambda: "",
+        "extra library folders, colon-separated, before the inherited LD_LIBRARY_PATH",
+    ),
+    Spec(
+        "HEYGEM_PREFLIGHT_TIMEOUT",
+        "preflight_timeout",
+        _positive_seconds,
+        lambda: "90",
+        "seconds before a hung probe is killed",
+    ),
+    Spec("HEYGEM_RUN_DIR", "run_dir", parse_run_dir, default_run_dir, "private folder for sockets and logs"),
+    # Under Docker's 10 s, so the app's own group is stopped (and killed if need be) before Docker's SIGKILL.
+    Spec(
+        "HEYGEM_STOP_GRACE",
+        "stop_grace",
+        _whole_seconds,
+        lambda: "8",
+        "seconds between SIGTERM and SIGKILL when the app is stopped",
+    ),
+    # One setting for supervisord's stopasgroup and killasgroup: it refuses to stop as a group but kill alone.
+    Spec(
+        "HEYGEM_STOP_AS_GROUP",
+        "stop_as_group",
+        _bool,
+        lambda: "true",
+        "signal the app's whole process group on stop, SIGKILL included (its workers hold GPU memory)",
+    ),
+    Spec(
+        "HEYGEM_START_SECONDS",
+        "start_seconds",
+        _count,
+        lambda: "5",
+        "seconds the app must stay up for a start to count as successful",
+    ),
+    Spec(
+        "HEYGEM_START_RETRIES",
+        "start_retries",
+        _count,
+        lambda: "3",
+        "quick failures in a row before the app is given up on (exit 70)",
+    ),
+    Spec(
+        "HEYGEM_MAX_RESTARTS",
+        "max_restarts",
+        _count,
+        lambda: "5",
+        "restarts allowed within HEYGEM_RESTART_WINDOW before giving up (exit 70)",
+    ),
+    Spec(
+        "HEYGEM_RESTART_WINDOW",
+        "restart_window",
+        _positive_seconds,
+        lambda: "300",
+        "the window, in seconds, for HEYGEM_MAX_RESTARTS",
+    ),
+    Spec(
+        "HEYGEM_LOG_MAX_BYTES",
+        "log_max_bytes",
+        _size,
+        lambda: "10MB",
+        "size at which the app's log in the run dir is rotated",
+    ),
+    Spec(
+        "HEYGEM_RESTART_TIMEOUT",
+        "restart_timeout",
+        _positive_seconds,
+        lambda: "180",
+        "seconds a restarted app has to become ready before the previous one is brought back (exit 69)",
+    ),
+    Spec("HEYGEM_LOG_BACKUPS", "log_backups", _count, lambda: "3", "rotated copies of the app's log kept"),
+    Spec(
+        "HEYGEM_APP_LOG",
+        "app_log",
+        _optional_path,
+        lambda: "",
+        "the app's log file to watch (default APP_DIR/log/dh.log; relative to APP_DIR)",
+    ),
+    Spec(
+        "HEYGEM_APP_PORT",
+        "app_port",
+        _port,
+        lambda: "",
+        "the app's HTTP port, handed to it as GRADIO_SERVER_PORT (default: GRADIO_SERVER_PORT, else 7860)",
+    ),
+    Spec(
+        "HEYGEM_GPUS",
+        "gpus",
+        parse_gpus,
+        lambda: "",
+        "one app per GPU: all, a count, or a comma-separated list of GPU indices or UUIDs; each app gets its GPU "
+        "as CUDA_VISIBLE_DEVICES and port HEYGEM_APP_PORT + i (default: one app, not pinned)",
+    ),
+    Spec(
+        "HEYGEM_GPU_POLICY",
+        "gpu_policy",
+        _choice(*POLICIES),
+        lambda: "all",
+        "with HEYGEM_GPUS: all: refuse to start unless every GPU passes the preflight; any: start the apps whose "
+        "GPU passed and report the others",
+    ),
+    Spec(
+        "HEYGEM_METRICS_PORT",
+        "metrics_port",
+        _port,
+        lambda: "",
+        "TCP port for Prometheus metrics from the launcher's process (read-only; off when empty)",
+    ),
+    Spec(
+        "HEYGEM_PREFLIGHT",
+        "preflight",
+        _choice("run", "skip"),
+        lambda: "run",
+        "skip: start without the preflight (logged loudly); the runtime CPU-fallback guard still applies",
+    ),
+    Spec(
+        "HEYGEM_STALL_SECONDS",
+        "stall_seconds",
+        _positive_seconds,
+        lambda: "20",
+        "a task whose frames make no progress for this long is a stall (snapshot, restart); a failed task that "
+        "has not ended this long after its failure line has hung (restart)",
+    ),
+    # The final ffmpeg re-encode writes no line until the task's end: 19 s for 150 frames, 95 s for 1,500 on
+    # HeyGem's reference run (FIELD.md section 2). Its allowance grows with the frames the task produced.
+    Spec(
+        "HEYGEM_ENCODE_SECONDS",
+        "encode_seconds",
+        _positive_seconds,
+        lambda: "60",
+        "the final encode's allowance: this many seconds plus HEYGEM_ENCODE_SECONDS_PER_FRAME per frame",
+    ),
+    Spec(
+        "HEYGEM_ENCODE_SECONDS_PER_FRAME",
+        "encode_seconds_per_frame",
+        _non_negative_seconds,
+        lambda: "0.25",
+        "seconds of final-encode allowance per frame of the task",
+    ),
+    Spec(
+        "HEYGEM_LINE_MAX",
+        "line_max",
+        _line_max,
+        lambda: "64KB",
+        "longest line of the app's output or log kept whole; longer ones are cut and marked",
+    ),
+    Spec(
+        "HEYGEM_GPU_GRACE",
+        "gpu_grace",
+        _positive_seconds,
+        lambda: "60",
+        "seconds after the app is ready by which every process of it that loaded ONNX Runtime must have "
+        "loaded its CUDA provider",
+    ),
+    Spec(
+        "HEYGEM_ON_CPU_FALLBACK",
+        "on_cpu_fallback",
+        _choice("stop", "warn"),
+        lambda: "stop",
+        "stop: stop the app and exit 69 when it falls back to the CPU at run time; warn: only warn",
+    ),
+    Spec(
+        "HEYGEM_READY_MARKERS",
+        "ready_markers",
+        _markers,
+        lambda: ">>> init_wh_process进程启动|>>> 数字人图片处理进程启动",
+        "log messages, separated by |, that must all have been logged before the app is ready (HeyGem's two "
+        "workers, once their models are loaded)",
+    ),
+    # The patterns below are matched against the *message* of HeyGem's own log records, never against a whole
+    # line: user text (file names, task codes) appears in INFO messages, after HeyGem's own prefix.
+    Spec(
+        "HEYGEM_PATTERN_BLOCKED",
+        "pattern_blocked",
+        _regex,
+        lambda: r"^\[[^\]]+\]任务视频驱动队列满",
+        "regex on ERROR messages: the task's video driving queue is blocked (snapshot, restart)",
+    ),
+    Spec(
+        "HEYGEM_PATTERN_FAILURE",
+        "pattern_failure",
+        _regex,
+        lambda: (
+            r"^\[[^\]]+\](?:任务执行失败|预处理失败|音频特征提取失败|任务视频驱动队列异常|init_wh exception)"
+            r"|^Custom VideoWriter \[[^\]]+\](?:任务视频帧队列 -> 异常原因|视频帧队列处理异常结束)"
+            r"|^处理视频时发生错误"
+        ),
+        "regex on ERROR messages: a task failed (snapshot; restart only if it does not end)",
+    ),
+    Spec(
+        "HEYGEM_PATTERN_TASK_START",
+        "pattern_task_start",
+        _regex,
+        lambda: r"^任务:\S+ -> audio_url:",
+        "regex on messages: a task starts",
+    ),
+    Spec(
+        "HEYGEM_PATTERN_FRAMES_START",
+        "pattern_frames_start",
+        _regex,
+        lambda: r"^\[[^\]]+\]任务视频驱动队列启动 batch_size:\d+",
+        "regex on messages: the task's frame loop starts (the stall clock runs from here)",
+    ),
+    Spec(
+        "HEYGEM_PATTERN_PROGRESS",
+        "pattern_progress",
+        _regex,
+        lambda: r"^drivered_video >+ 发送数据大小:",
+        "regex on messages: the frame producer sent a batch (progress, no frames counted)",
+    ),
+    Spec(
+        "HEYGEM_PATTERN_FRAMES",
+        "pattern_frames",
+        _regex,
+        lambda: r"^audio_transfer >+ 发送完成数据大小:(\d+), frameId:\d+",
+        "regex on messages: frames done; its first group is how many (frames are counted from these only)",
+    ),
+    Spec(
+        "HEYGEM_PATTERN_FRAMES_DONE",
+        "pattern_frames_done",
+        _regex,
+        lambda: (
+            r"^\[[^\]]+\]任务数字人图片处理已完成|^Custom VideoWriter \[[^\]]+\]视频帧队列处理已结束|^Custom command:"
+        ),
+        "regex on messages: the frames are done and the final encode runs (the encode allowance applies)",
+    ),
+    Spec(
+        "HEYGEM_PATTERN_TASK_END",
+        "pattern_task_end",
+        _regex,
+        lambda: r"^>>> 任务:\S+ 耗时:",
+        "regex on messages: a task ended, successfully or not (HeyGem logs it in a finally)",
+    ),
+    Spec(
+        "HEYGEM_PATTERN_FALLBACK",
+        "pattern_fallback",
+        _regex,
+        lambda: (
+            r"^\d{4}-\S+ \S+ \[[EW]:onnxruntime:[^\]]*\] .*(?:Failed to load library \S*libonnxruntime_providers_cuda"
+            r"|Failed to create CUDAExecutionProvider)"
+            r"|^EP Error |^Falling back to \['CPUExecutionProvider'\]"
+            r"|^\S+:\d+: UserWarning: Specified provider 'CUDAExecutionProvider' is not in available provider names"
+        ),
+        "regex on the app's other lines (ONNX Runtime's log, print output): ONNX Runtime fell back to the CPU",
+    ),
+)

@@ -1,0 +1,204 @@
+"""Run and supervise the app (one per GPU with HEYGEM_GPUS): supervisord as a child, and the loop that follows it.
+
+supervisord restarts the app; this loop adds what supervisord lacks: a clean stop within the grace on
+SIGTERM/SIGINT (exit 0), giving up when `exitpolicy` says so (exit 70), a validated restart with rollback on
+SIGHUP or `heygem-launch restart` (`restarting`), and, as PID 1, reaping of orphans. A run dir that cannot be
+written (disk full, read-only) stops everything cleanly with one line. It sleeps in select() on a signal
+pipe, pidfds and inotify.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import sys
+import time
+from collections.abc import Mapping
+
+from inotify_simple import INotify
+
+from launcher import exitcodes
+from launcher.config.settings import Settings
+from launcher.errors import LaunchError
+from launcher.preflight.fleet import FleetCheck
+from launcher.service.control import new_credentials, start_supervisord
+from launcher.service.generations import Generations
+from launcher.service.stopping import Stopping
+from launcher.service.supervising import AppSupervision
+from launcher.system import gpu, ports, procs
+from launcher.system.rundir import (
+    RunDirError,
+    check_not_in_use,
+    remove,
+    write_pidfile,
+)
+from launcher.system.signalinbox import SignalInbox
+from launcher.watch import metrics
+
+TICK = 0.25  # while the app is between states
+IDLE_TIMEOUT = 30.0  # otherwise only a safety net: pidfds, signals and inotify wake the loop
+UNWATCHED_POLL = 1.0  # while the app's log folder does not exist yet, so inotify cannot watch it
+READ_INTERVAL = 0.1  # seconds that writes gather after a read: bounds wakeups, adds at most this to detection
+
+
+class Service(Stopping, Generations, AppSupervision):
+    """The running launcher: start supervisord with the first generation, then follow it until a stop."""
+
+    # -- start ----------------------------------------------------------------------------------------
+    def start(self) -> None:
+        # Checked before the preflight too (`startchecks`); again here, as the preflight gave time to take them.
+        check_not_in_use(self.run)
+        for rt in self.apps.values():
+            ports.check_free(rt.port)
+        self.check_metrics_port(self.fleet)
+        try:
+            self.metrics = metrics.make(self.settings.metrics_port, gpu.inventory)
+        except OSError as exc:
+            raise LaunchError(
+                f"HEYGEM_METRICS_PORT={self.settings.metrics_port}: cannot serve metrics there: {exc.strerror}",
+                exit_code=exitcodes.CONFIG,
+            ) from None
+        self.pidfile_fd = write_pidfile(self.run)
+        for stale in (self.run.socket, self.run.restart_result, *self.run.restart_requests()):
+            remove(stale)
+        self.credentials = new_credentials(self.run)
+        self.write_generation(self.new_generation(self.settings, self.fleet))
+        self.save_state()
+        self.proc, self.supervisor = start_supervisord(self.run, self.environ)
+        self.log(f"supervisord started (pid {self.proc.pid}); control socket {self.run.socket}")
+
+    # -- the loop -------------------------------------------------------------------------------------
+    def serve(self) -> int:
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.wake_w = wake_w
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        inbox = SignalInbox()
+        inbox.install((signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD))
+        try:
+            return self.loop(wake_r, inbox)
+        except RunDirError as exc:
+            return self.abort(str(exc), exitcodes.SOFTWARE)
+        except LaunchError as exc:
+            return self.abort(str(exc), exc.exit_code)
+        except Exception as exc:  # a bug of ours: still nothing may be left running
+            if os.environ.get("HEYGEM_DEBUG"):
+                raise
+            return self.abort(f"internal error: {type(exc).__name__}: {exc}", exitcodes.SOFTWARE)
+        finally:
+            signal.set_wakeup_fd(-1)
+            self.flow.executor.shutdown(wait=False, cancel_futures=True)
+            os.close(wake_r)
+            os.close(wake_w)
+
+    def abort(self, message: str, code: int) -> int:
+        """One line, then the clean stop (app, supervisord, probes) if anything was started."""
+        if self.proc is None:
+            self.log(message)
+            return code
+        self.log(f"{message}; stopping the app and supervisord")
+        return self.stop(code)
+
+    def loop(self, wake_r: int, inbox: SignalInbox) -> int:
+        """Start supervisord, then follow it until a stop; the exit code."""
+        self.start()
+        assert self.proc is not None
+        supervisord_fd = os.pidfd_open(self.proc.pid)
+        # Woken by what happens, not by a clock: each timed wakeup costs CPU even when there is nothing
+        # to do (measured: ~1.6 ms a wakeup on this project's VMs), and the launcher idles for days.
+        changes = INotify(nonblocking=True)
+        try:
+            for rt in self.apps.values():
+                rt.watch.watch_folders(changes)
+            return self.follow(wake_r, inbox, supervisord_fd, changes)
+        finally:
+            os.close(supervisord_fd)
+            changes.close()
+
+    def follow(self, wake_r: int, inbox: SignalInbox, supervisord_fd: int, changes: INotify) -> int:
+        """The loop proper: wake on what happened, act, sleep until the next thing is due."""
+        assert self.proc is not None
+        while True:
+            apps = list(self.apps.values())
+            for rt in apps:
+                rt.watch.watch_log_folder(changes)
+            # A chatty app (HeyGem logs ~20 records a second per task, each twice) would wake us on
+            # every write: after a read, writes are left to gather for READ_INTERVAL.
+            gathering = time.monotonic() < self.next_read
+            watched = [wake_r, supervisord_fd] + ([] if gathering else [changes.fileno()])
+            watched += [rt.app_pidfd for rt in apps if rt.app_pidfd is not None]
+            timeout = self.timeout()
+            if gathering:
+                timeout = min(timeout, max(0.0, self.next_read - time.monotonic()))
+            ready, _, _ = select.select(watched, [], [], timeout)
+            with contextlib.suppress(BlockingIOError):
+                while os.read(wake_r, 512):
+                    pass
+            changes.read(timeout=0)
+            signals = inbox.take()
+            found = {rt.program: rt.watch.read() for rt in apps}
+            if any(rt.watch.read_any for rt in apps):
+                self.next_read = time.monotonic() + READ_INTERVAL
+            if signals & {signal.SIGTERM, signal.SIGINT}:
+                name = "SIGTERM" if signal.SIGTERM in signals else "SIGINT"
+                what = "the app" if self.fleet.single else f"the {len(self.apps)} apps"
+                self.log(f"{name}: stopping {what} (grace {self.settings.stop_grace} s)")
+                return self.stop(exitcodes.OK)
+            if signal.SIGCHLD in signals and os.getpid() == 1:
+                procs.reap_orphans(self.proc.pid)
+            if supervisord_fd in ready or self.proc.poll() is not None:
+                self.log(f"supervisord exited unexpectedly ({self.proc.poll()})")
+                return self.stop(exitcodes.SOFTWARE)
+            if signal.SIGHUP in signals:
+                self.flow.request(time.time())
+            outcome = self.flow.preflight_done()
+            if outcome is not None:
+                self.finish_restart(outcome)
+            for rt in list(self.apps.values()):
+                code = self.follow_app(rt, rt.app_pidfd is not None and rt.app_pidfd in ready)
+                if code is not None:
+                    return code
+            self.judge_trial()
+            changed = False
+            for rt in list(self.apps.values()):
+                incidents = found.get(rt.program, []) + rt.watch.check(time.time(), rt.app_pid)
+                for incident in incidents:
+                    code = self.handle_incident(rt, incident)
+                    if code is not None:
+                        return code
+                readiness = rt.watch.readiness_changed()
+                if readiness and rt.watch.saved_ready:
+                    self.log(f"{self.named(rt)}ready (logged: {', '.join(self.settings.ready_markers)})")
+                changed |= readiness | rt.watch.tasks_changed()
+                for task in rt.watch.take_finished():
+                    seconds = task.ended_at - task.started_at if task.ended_at is not None else None
+                    self.metrics.task(task.outcome or "hung", seconds, task.fps, rt.program)
+            if changed:
+                self.save_state()
+
+    def timeout(self) -> float:
+        """How long select() may sleep: until the next thing that is due, without waking for nothing."""
+        apps = list(self.apps.values())
+        if any(rt.watch.more for rt in apps):
+            return 0.0  # a follower stopped at its budget
+        if self.flow.trial is not None or any(rt.settling() for rt in apps):
+            return TICK  # between states, or a restart on trial: supervisord's RUNNING is asked for
+        now = time.time()
+        trial = self.flow.deadline_in()
+        timeout = min(
+            [
+                IDLE_TIMEOUT,
+                *(max(0.0, d - now) for rt in apps for d in rt.watch.deadlines()),
+                *([trial] if trial is not None else []),
+            ]
+        )
+        return timeout if all(rt.watch.log_watched for rt in apps) else min(timeout, UNWATCHED_POLL)
+
+
+def make_service(settings: Settings, flags: Mapping[str, str | None], fleet: FleetCheck) -> Service:
+    return Service(settings, flags, fleet, os.environ, sys.stdout.buffer, sys.stderr)
+
+
+def run_service(settings: Settings, flags: Mapping[str, str | None], fleet: FleetCheck) -> int:
+    return make_service(settings, flags, fleet).serve()

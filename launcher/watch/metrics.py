@@ -1,0 +1,149 @@
+"""Prometheus metrics from the launcher's own process (prometheus-client), on HEYGEM_METRICS_PORT.
+
+Off when the setting is empty: `NoMetrics` has the same methods and imports nothing, so the idle launcher
+pays nothing for them. On, they are served by prometheus-client's own HTTP server thread (read-only: the
+control socket stays a private unix socket). Per app (`app` label: `app` when there is one, `app-0`, `app-1`, …
+with HEYGEM_GPUS); not `instance`, which Prometheus sets to the scraped target and would rename ours.
+GPU utilisation and memory are read from NVML when Prometheus scrapes, and only where a driver is.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from launcher.watch.watchdog import BLOCKED, CPU_FALLBACK, STALL, TASK_FAILED
+
+PREFIX = "heygem"
+TASK_SECONDS = (5, 15, 30, 60, 120, 300, 600, 1200, 3600)  # HeyGem: ~60 s for 150 frames on a GPU
+FPS_BUCKETS = (0.5, 1, 2, 4, 6, 8, 10, 15, 25)  # ~8.7 frames/s on a GPU, ~0.4 on the CPU (FIELD.md)
+
+
+class NoMetrics:
+    """HEYGEM_METRICS_PORT is empty: every call does nothing."""
+
+    def preflight(self, ok: bool, cause: str | None, instance: str = "app", *, skipped: bool = False) -> None: ...
+    def ready(self, ready: bool, instance: str = "app") -> None: ...
+    def app_started(self, at: float | None, instance: str = "app") -> None: ...
+    def restart(self, instance: str = "app") -> None: ...
+    def incident(self, kind: str, instance: str = "app") -> None: ...
+    def task(self, outcome: str, seconds: float | None, fps: float | None, instance: str = "app") -> None: ...
+
+
+class Metrics(NoMetrics):
+    def __init__(self, gpus: Callable[[], Any] | None = None) -> None:
+        """`gpus`: returns an inventory like `launcher.system.gpu.inventory()` (read at each scrape)."""
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = registry = CollectorRegistry()
+        labels = ["app"]
+        self._ready = Gauge(f"{PREFIX}_ready", "1 when the app is ready (both workers up)", labels, registry=registry)
+        self._preflight = Gauge(
+            f"{PREFIX}_preflight_ok",
+            "1 when the last preflight passed, 0 with its cause when it refused; absent when it was skipped",
+            [*labels, "cause"],
+            registry=registry,
+        )
+        self._skipped = Gauge(
+            f"{PREFIX}_preflight_skipped",
+            "1 when the app started without the preflight (HEYGEM_PREFLIGHT=skip): nothing was checked",
+            labels,
+            registry=registry,
+        )
+        self._started = Gauge(
+            f"{PREFIX}_app_start_time_seconds", "when the running app process started", labels, registry=registry
+        )
+        self._restarts = Counter(f"{PREFIX}_restarts", "app restarts (crashes and cures)", labels, registry=registry)
+        self._incidents = Counter(f"{PREFIX}_incidents", "incidents by kind", [*labels, "kind"], registry=registry)
+        self._tasks = Counter(f"{PREFIX}_tasks", "tasks by outcome", [*labels, "outcome"], registry=registry)
+        self._seconds = Histogram(
+            f"{PREFIX}_task_seconds", "a task's duration", labels, buckets=TASK_SECONDS, registry=registry
+        )
+        self._fps = Histogram(
+            f"{PREFIX}_task_frames_per_second", "a task's frame rate", labels, buckets=FPS_BUCKETS, registry=registry
+        )
+        self._causes: dict[str, str] = {}
+        self._running: set[str] = set()  # apps with a start time and an uptime
+        self._uptime = Gauge(
+            f"{PREFIX}_app_uptime_seconds", "seconds the running app has been up", labels, registry=registry
+        )
+        if gpus is not None:
+            self.registry.register(_GpuCollector(gpus))
+
+    def serve(self, port: int) -> None:
+        """Start the HTTP endpoint (a daemon thread). Raises OSError when the port cannot be bound."""
+        from prometheus_client import start_http_server
+
+        start_http_server(port, registry=self.registry)
+
+    def preflight(self, ok: bool, cause: str | None, instance: str = "app", *, skipped: bool = False) -> None:
+        # One series per instance: the cause it had before goes, the other instances' stay. A skipped
+        # preflight has none: nothing was checked, and a 1 (or a 0) would claim a pass (or a refusal).
+        old = self._causes.get(instance)
+        if old is not None and (skipped or old != (cause or "")):
+            self._preflight.remove(instance, old)
+            del self._causes[instance]
+        self._skipped.labels(instance).set(1 if skipped else 0)
+        if not skipped:
+            self._causes[instance] = cause or ""
+            self._preflight.labels(instance, cause or "").set(1 if ok else 0)
+
+    def ready(self, ready: bool, instance: str = "app") -> None:
+        self._ready.labels(instance).set(1 if ready else 0)
+
+    def app_started(self, at: float | None, instance: str = "app") -> None:
+        """The app's process started at `at` (epoch seconds); None: it no longer runs (given up)."""
+        if at is None:
+            if instance in self._running:
+                self._running.discard(instance)
+                self._uptime.remove(instance)
+                self._started.remove(instance)
+            return
+        self._running.add(instance)
+        # The counters exist at 0 from the app's start: Prometheus' increase() then sees the first one.
+        self._restarts.labels(instance)
+        for kind in (BLOCKED, STALL, TASK_FAILED, CPU_FALLBACK):
+            self._incidents.labels(instance, kind)
+        self._started.labels(instance).set(at)
+        self._uptime.labels(instance).set_function(lambda: time.time() - at)
+
+    def restart(self, instance: str = "app") -> None:
+        self._restarts.labels(instance).inc()
+
+    def incident(self, kind: str, instance: str = "app") -> None:
+        self._incidents.labels(instance, kind).inc()
+
+    def task(self, outcome: str, seconds: float | None, fps: float | None, instance: str = "app") -> None:
+        self._tasks.labels(instance, outcome).inc()
+        if seconds is not None:
+            self._seconds.labels(instance).observe(seconds)
+        if fps is not None:
+            self._fps.labels(instance).observe(fps)
+
+
+class _GpuCollector:
+    def __init__(self, gpus: Callable[[], Any]) -> None:
+        self.gpus = gpus
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        inventory = self.gpus()
+        util = GaugeMetricFamily(f"{PREFIX}_gpu_utilization_percent", "NVML's GPU utilisation", labels=["gpu", "uuid"])
+        used = GaugeMetricFamily(f"{PREFIX}_gpu_memory_used_bytes", "NVML's used GPU memory", labels=["gpu", "uuid"])
+        for g in inventory.gpus if inventory.available else []:
+            if g.utilization_percent is not None:
+                util.add_metric([str(g.index), g.uuid], g.utilization_percent)
+            used.add_metric([str(g.index), g.uuid], g.memory_used_mib * 2**20)
+        yield util
+        yield used
+
+
+def make(port: int | None, gpus: Callable[[], Any] | None = None) -> NoMetrics:
+    """Metrics served on `port`, or nothing when it is None. Raises OSError when the port is taken."""
+    if port is None:
+        return NoMetrics()
+    metrics = Metrics(gpus)
+    metrics.serve(port)
+    return metrics

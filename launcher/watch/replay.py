@@ -1,0 +1,149 @@
+"""`heygem-launch replay`: the watchdog's rules over a recorded log, on the lines' own timestamps.
+
+For operators tuning patterns on their own logs, and for the tests. The streams are merged the way they
+arrive in the running service: HeyGem's log file (milliseconds) and its stderr (seconds, plus ONNX Runtime's
+own lines) by time, the log file's copy of a second first, so each record counts once; `print()` output
+has no time and Python 3.8 holds it until the app exits under a pipe, so it comes last. Between lines the
+clock jumps to each due deadline; at the end of the files it runs on, so a task still open has hung.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from launcher.config.settings import Settings
+from launcher.watch.heygem_log import ort_line_time, parse_record
+from launcher.watch.watchdog import Incident, Watchdog
+
+LOG, OUTPUT = "log", "output"
+
+
+@dataclass(frozen=True)
+class Line:
+    at: float | None
+    source: str
+    text: str
+
+
+@dataclass
+class ReplayResult:
+    files: list[str]
+    lines: int
+    ready: bool
+    ready_at: float | None
+    missing_markers: list[str]
+    tasks: list[dict[str, Any]]
+    incidents: list[Incident] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "files": self.files,
+            "lines": self.lines,
+            "ready": self.ready,
+            "ready_at": _clock(self.ready_at),
+            "missing_markers": self.missing_markers,
+            "tasks": self.tasks,
+            "incidents": [{**i.as_dict(), "at": _clock(i.at)} for i in self.incidents],
+        }
+
+
+def _clock(at: float | None) -> str | None:
+    """A time as the log writes it (local time, milliseconds)."""
+    if at is None:
+        return None
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) + f".{int(at * 1000) % 1000:03d}"
+
+
+def read_lines(path: Path, source: str, line_max: int, timed: bool = True) -> list[Line]:
+    """The file's lines with their times; a line without one takes its predecessor's. Raises OSError."""
+    lines: list[Line] = []
+    last: float | None = None
+    with path.open("rb") as handle:
+        for raw in handle:
+            text = raw[:line_max].decode("utf-8", errors="replace").rstrip("\r\n")
+            if timed:
+                record = parse_record(text)
+                at = record.at if record is not None else ort_line_time(text)
+                last = at if at is not None else last
+            lines.append(Line(last, source, text))
+    return lines
+
+
+def merge(log: list[Line], stderr: list[Line], stdout: list[Line]) -> list[Line]:
+    """The order the running service would see them in: each stream in its own order (a wall clock that
+    goes back, as at a DST change, reorders nothing), the two merged by second, the log file's line of a
+    second first; the prints last."""
+    merged: list[Line] = []
+    i = j = 0
+    while i < len(log) or j < len(stderr):
+        take_log = j >= len(stderr) or (i < len(log) and _second(log[i]) <= _second(stderr[j]))
+        if take_log:
+            merged.append(log[i])
+            i += 1
+        else:
+            merged.append(stderr[j])
+            j += 1
+    return merged + stdout
+
+
+def _second(line: Line) -> float:
+    return math.floor(line.at) if line.at is not None else -math.inf
+
+
+def replay(settings: Settings, dh_log: Path, stderr: Path | None = None, stdout: Path | None = None) -> ReplayResult:
+    """Run the rules over the recorded streams. Raises OSError when a file cannot be read."""
+    guard = settings.require_provider != "CPUExecutionProvider"
+    watchdog = Watchdog(settings, fallback_guard=guard, history=None)
+    streams = [read_lines(dh_log, LOG, settings.line_max)]
+    streams.append(read_lines(stderr, OUTPUT, settings.line_max) if stderr else [])
+    streams.append(read_lines(stdout, OUTPUT, settings.line_max, timed=False) if stdout else [])
+    lines = merge(*streams)
+    incidents: list[Incident] = []
+    clock = next((line.at for line in lines if line.at is not None), 0.0)
+
+    def run_until(until: float) -> None:
+        nonlocal clock
+        while (due := watchdog.next_deadline()) is not None and due <= until:
+            clock = max(clock, due)
+            incidents.extend(watchdog.check(clock))
+
+    for line in lines:
+        if line.at is not None and line.at > clock:
+            run_until(line.at)
+            clock = line.at
+        incidents.extend(watchdog.feed(line.text, clock, line.source))
+    run_until(math.inf)  # the clock runs on after the last line
+    watchdog.finish()
+    return ReplayResult(
+        files=[str(p) for p in (dh_log, stderr, stdout) if p is not None],
+        lines=len(lines),
+        ready=watchdog.ready,
+        ready_at=watchdog.ready_at,
+        missing_markers=watchdog.missing_markers,
+        tasks=[
+            {**t.as_dict(), "started_at": _clock(t.started_at), "ended_at": _clock(t.ended_at)}
+            for t in watchdog.tasks()
+        ],
+        incidents=incidents,
+    )
+
+
+def render(result: ReplayResult) -> str:
+    """The replay for a person: readiness, each task, each incident with what the service would do."""
+    out = [f"replay of {' + '.join(result.files)}: {result.lines} lines"]
+    if result.ready:
+        out.append(f"ready: yes, at {_clock(result.ready_at)} (both worker markers logged)")
+    else:
+        out.append("ready: NO: never logged: " + "; ".join(result.missing_markers))
+    out.append(f"tasks: {len(result.tasks) or 'none'}")
+    for task in result.tasks:
+        fps = f"{task['fps']:.2f} frames/s" if task["fps"] is not None else "- frames/s"
+        out.append(f"  {task['code']}  {task['outcome']:<6} {task['frames']:>5} frames  {fps}")
+    out.append(f"incidents: {len(result.incidents) or 'none'}")
+    for incident in result.incidents:
+        out.append(f"  {_clock(incident.at)}  {incident.kind:<12} -> {incident.action:<7} {incident.line[:160]}")
+    return "\n".join(out)

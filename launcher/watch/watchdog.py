@@ -1,0 +1,266 @@
+"""Pure: what the app's output and log say about it. Lines and times in, incidents out; no I/O, no clock.
+
+The rules (README, "Watching the running service"), each matched against HeyGem's own records by level and
+message, never against text a user controls (file names and task codes appear in INFO messages):
+
+- the queue-full ERROR record -> `blocked`, restart;
+- a task's frames make no progress for HEYGEM_STALL_SECONDS, or its final encode outlives its allowance
+  -> `stall`, restart;
+- one of HeyGem's failure ERROR records -> `task_failed`, recorded once per task, no restart (the task ends
+  and the service stays healthy); if the task has not ended HEYGEM_STALL_SECONDS later it has hung -> `stall`;
+- ONNX Runtime's own fallback lines (its C++ log, the Python layer's `EP Error` / `Falling back to`, the
+  CPU wheel shadowing the GPU one) -> `cpu_fallback`, stop (or warn).
+
+One record, one event: HeyGem writes each record to its log file and to stderr; whichever copy arrives
+first counts and the other copy of the same record (same second, file, line, level, message) is dropped
+when it comes within DUPLICATE_SECONDS. Plain lines arrive once and always count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+
+from launcher.config.settings import Settings
+from launcher.watch.heygem_log import Record, ort_line_time, parse_record, split_code, strip_colour
+from launcher.watch.tasks import ENCODE, FRAMES, PREPARE, Limits, Task
+
+BLOCKED = "blocked"
+STALL = "stall"
+TASK_FAILED = "task_failed"
+CPU_FALLBACK = "cpu_fallback"
+RESTART, RECORD, STOP, WARN = "restart", "record", "stop", "warn"
+
+LAST_LINES = 50
+SNAPSHOT_LINE = 2000  # characters of a line kept for a snapshot: an incident file stays well under 1 MB
+REMEMBERED_RECORDS = 4096  # records whose other copy may still come; at 200 lines/s, 20 s of both streams
+DUPLICATE_SECONDS = 60.0  # how long after its first copy the second copy of a record is still recognised
+TASK_HISTORY = 100
+SAME_CLOCK = 300.0  # a record this close to `now` was stamped by the same clock: the instance fence applies
+
+
+@dataclass(frozen=True)
+class Incident:
+    kind: str
+    line: str
+    at: float
+    action: str
+    code: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {"kind": self.kind, "at": self.at, "line": self.line, "action": self.action, "code": self.code}
+
+
+class Duplicates:
+    """Counts each record's copies per stream; a copy beyond what the other stream delivered is new.
+
+    Bounded in memory whatever the app writes: a record is remembered for DUPLICATE_SECONDS after its first
+    copy (both copies are written at once; a pipe or a poll delays one by well under a second) and at most
+    `capacity` of them, each as a 16-byte digest."""
+
+    def __init__(self, key_length: int, capacity: int = REMEMBERED_RECORDS) -> None:
+        self.key_length, self.capacity = key_length, capacity
+        self.seen: OrderedDict[bytes, tuple[float, dict[str, int]]] = OrderedDict()
+
+    def is_copy(self, record: Record, source: str, now: float) -> bool:
+        key = hashlib.blake2b(repr(record.key(self.key_length)).encode(), digest_size=16).digest()
+        while self.seen and (
+            len(self.seen) >= self.capacity or next(iter(self.seen.values()))[0] < now - DUPLICATE_SECONDS
+        ):
+            self.seen.popitem(last=False)
+        first, counts = self.seen.get(key, (now, {}))
+        self.seen[key] = (first, counts)
+        mine = counts.get(source, 0)
+        others = max((n for s, n in counts.items() if s != source), default=0)
+        counts[source] = mine + 1
+        return others > mine  # the other stream already delivered this copy
+
+
+class Watchdog:
+    def __init__(
+        self, settings: Settings, *, fallback_guard: bool, tz: str | None = None, history: int | None = TASK_HISTORY
+    ) -> None:
+        """`tz`: the app's TZ, in which its records are stamped (None: the launcher's own); `history`: how
+        many finished tasks are kept (None: all, for a replay)."""
+        self.s = settings
+        self.tz = tz
+        self.guard = fallback_guard
+        self.limits = Limits(settings.stall_seconds, settings.encode_seconds, settings.encode_seconds_per_frame)
+        self.lines: deque[str] = deque(maxlen=LAST_LINES)
+        # Kept across instances: a late copy of the record that caused a restart. A copy cut at HEYGEM_LINE_MAX
+        # (bytes, after a prefix of up to ~100) keeps at least this many characters of its message.
+        self.duplicates = Duplicates(max(1, (settings.line_max - 128) // 4))
+        self.history: deque[Task] = deque(maxlen=history)
+        self.open_tasks: dict[str, Task] = {}
+        self.finished: list[Task] = []  # ended since the reader last took them (metrics)
+        self.new_instance(None)
+
+    def new_instance(self, started_at: float | None) -> None:
+        """A new app process, started at `started_at` (epoch seconds, None when unknown): records stamped
+        before it belong to the old one and are not held against it."""
+        # Tasks of the old process: a blocked or failure line naming one of them, arriving late, is the old
+        # process's too (the dying app may log its queue-full line once more), unless this one starts it anew.
+        self.previous_codes = {t.code for t in self.open_tasks.values()} | {t.code for t in self.history if t.fired}
+        for task in self.open_tasks.values():
+            task.hang()  # its process is gone
+            self.history.append(task)
+            self.finished.append(task)
+        self.fence = started_at
+        self.open_tasks = {}
+        self.markers: set[str] = set()
+        self.ready_at: float | None = None
+        self.fallback_guard = self.guard
+        self.fallback_fired = False
+
+    # -- readiness --------------------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return self.ready_at is not None
+
+    @property
+    def missing_markers(self) -> list[str]:
+        return [m for m in self.s.ready_markers if m not in self.markers]
+
+    # -- lines in -----------------------------------------------------------------------------------------
+    def feed(self, line: str, now: float, source: str = "log") -> list[Incident]:
+        """One line of the app's output ("output") or its log file ("log"), arriving at `now`."""
+        if not line.strip():
+            return []
+        record = parse_record(line, self.tz)
+        if record is not None and self.duplicates.is_copy(record, source, now):
+            return []
+        self.lines.append(line[:SNAPSHOT_LINE])
+        if record is None:
+            return self._plain(strip_colour(line), now)
+        if self._before_fence(record.at + (0.0 if record.precise else 1.0), now):
+            return []
+        return self._record(record, line, now)
+
+    def _before_fence(self, stamped: float | None, now: float) -> bool:
+        return (
+            self.fence is not None and stamped is not None and abs(stamped - now) < SAME_CLOCK and stamped <= self.fence
+        )
+
+    def _plain(self, line: str, now: float) -> list[Incident]:
+        if not self.s.pattern_fallback.search(line) or self._before_fence(ort_line_time(line, self.tz), now):
+            return []
+        return self.cpu_fallback(line.strip()[:SNAPSHOT_LINE], now)
+
+    def cpu_fallback(self, evidence: str, now: float) -> list[Incident]:
+        """ONNX Runtime runs on the CPU (its own lines, or what /proc shows): once per app process."""
+        if not self.fallback_guard or self.fallback_fired:
+            return []
+        self.fallback_fired = True
+        action = WARN if self.s.on_cpu_fallback == "warn" else STOP
+        if action == WARN:
+            self.fallback_guard = False  # said once; the other rules keep watching
+        return [Incident(CPU_FALLBACK, evidence, now, action)]
+
+    def _record(self, record: Record, line: str, now: float) -> list[Incident]:
+        s = self.s
+        for marker in s.ready_markers:
+            if record.message.startswith(marker):
+                self.markers.add(marker)
+        if self.ready_at is None and not self.missing_markers:
+            self.ready_at = now
+        # The caller's task code (spaces, brackets, failure words) is taken out before any rule sees the text.
+        code, message = split_code(record.message, [*self.open_tasks, *self.previous_codes])
+        text = line.strip()[:SNAPSHOT_LINE]
+        if record.level == "ERROR" and code in self.previous_codes and code not in self.open_tasks:
+            return []  # about a task of the process that was replaced
+        if record.level == "ERROR":
+            if s.pattern_blocked.search(message):
+                return self._open(self._task(code, now), BLOCKED, text, now, RESTART)
+            if s.pattern_failure.search(message):
+                task = self._task(code, now)
+                if task is not None:
+                    task.failed(text, now)
+                return self._open(task, TASK_FAILED, text, now, RECORD)
+        if s.pattern_task_start.search(message):
+            code = code or f"#{len(self.history) + len(self.open_tasks) + 1}"
+            self.open_tasks.pop(code, None)  # a code used again is a new task
+            self.open_tasks[code] = Task(code, now)
+        elif s.pattern_frames_start.search(message):
+            if task := self._task(code, now):
+                task.frames_start(now)
+        elif match := s.pattern_frames.search(message):
+            digits = next((g for g in match.groups() if g and g.isascii() and g.isdigit()), None)
+            if task := self._task(code, now, running=(FRAMES,)):
+                task.frames_done_by_consumer(int(digits) if digits else 1, now)
+        elif s.pattern_progress.search(message):
+            if task := self._task(code, now, running=(FRAMES, PREPARE)):
+                task.produced(now)
+        elif s.pattern_frames_done.search(message):
+            if task := self._task(code, now, running=(FRAMES, ENCODE)):
+                task.frames_finished(now)
+        elif s.pattern_task_end.search(message) and (task := self._task(code, now)):
+            task.end(now)
+            self._close(task)
+        return []
+
+    def _task(self, code: str | None, now: float, running: tuple[str, ...] = ()) -> Task | None:
+        """The task a record is about: the open one its code names, or a task whose start was not seen (the
+        watch began mid-task). A record without a code (HeyGem's frame lines have none) belongs to the newest
+        open task in the first of the `running` phases that has one (frames belong to the task whose frames
+        run, not to one that has just started), else to the newest open task; to none when none is open."""
+        if code is not None:
+            if code not in self.open_tasks:
+                self.open_tasks[code] = Task(code, now)
+            return self.open_tasks[code]
+        tasks = list(reversed(self.open_tasks.values()))
+        by_phase = (t for phase in running for t in tasks if t.phase == phase)
+        return next(by_phase, tasks[0] if tasks else None)
+
+    def _close(self, task: Task) -> None:
+        self.open_tasks.pop(task.code, None)
+        self.history.append(task)
+        self.finished.append(task)
+
+    def _open(self, task: Task | None, kind: str, line: str, now: float, action: str) -> list[Incident]:
+        """One incident per task and kind; a task whose cure is a restart gets no time rule any more."""
+        if task is not None:
+            if kind in task.fired:
+                return []
+            task.fired.add(kind)
+            if action == RESTART:
+                task.restarted = True
+                task.hang()
+        return [Incident(kind, line, now, action, task.code if task else None)]
+
+    # -- time ---------------------------------------------------------------------------------------------
+    def check(self, now: float) -> list[Incident]:
+        """Time-driven incidents: overdue tasks."""
+        found: list[Incident] = []
+        for task in list(self.open_tasks.values()):
+            due = task.deadline(self.limits)
+            if due is not None and now >= due[0]:
+                found += self._open(
+                    task, STALL, f"{due[1]}: nothing for {now - task.last_activity_at:.0f} s", now, RESTART
+                )
+        return found
+
+    def next_deadline(self) -> float | None:
+        deadlines = [d[0] for t in self.open_tasks.values() if (d := t.deadline(self.limits)) is not None]
+        return min(deadlines, default=None)
+
+    # -- reading --------------------------------------------------------------------------------------------
+    def tasks(self) -> list[Task]:
+        """Every task seen, oldest first (the last TASK_HISTORY finished ones and those still open)."""
+        return sorted([*self.history, *self.open_tasks.values()], key=lambda t: t.started_at)
+
+    def task(self, code: str | None) -> Task | None:
+        if code is None:
+            return next(reversed(self.open_tasks.values()), None)
+        return self.open_tasks.get(code) or next((t for t in reversed(self.history) if t.code == code), None)
+
+    def take_finished(self) -> list[Task]:
+        """The tasks that ended (or whose process went) since the last call."""
+        finished, self.finished = self.finished, []
+        return finished
+
+    def finish(self) -> None:
+        """The end of a recording: what is still open never ended."""
+        for task in list(self.open_tasks.values()):
+            task.hang()
+            self._close(task)

@@ -1,0 +1,215 @@
+"""The watchdog's eyes in the running service: the app's output and log, its processes in /proc.
+
+`AppWatch` reads (and copies the app's output to stdout), feeds the pure `Watchdog`, checks after the grace
+that every process of the app that loaded ONNX Runtime also loaded its CUDA provider, and writes the
+snapshot of an incident. What to do about an incident (restart, stop) is the service's decision.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from inotify_simple import INotify, flags
+
+from launcher.config.settings import Settings
+from launcher.system import procs
+from launcher.system.follow import Follower
+from launcher.system.rundir import RunDir
+from launcher.watch import incident
+from launcher.watch.tasks import Task
+from launcher.watch.watchdog import Incident, Watchdog
+
+WATCH = flags.MODIFY | flags.CREATE | flags.MOVED_TO
+CPU = "CPUExecutionProvider"
+
+
+class AppWatch:
+    def __init__(
+        self,
+        settings: Settings,
+        run: RunDir,
+        out: BinaryIO,
+        *,
+        program: str = "app",
+        own_log: bool = True,
+        prefix: bytes = b"",
+    ) -> None:
+        """`program`: the supervisord program whose output is watched. `own_log`: follow HeyGem's own log
+        file too; not when several apps share one app dir, and so one log (every record also reaches the
+        app's stderr, FIELD.md section 2). `prefix`: put before each line copied to stdout."""
+        self.run, self.out, self.program, self.own_log, self.prefix = run, out, program, own_log, prefix
+        # What supervisord captured of the app's stdout and stderr. The run dir outlives the container's
+        # restarts: what the file holds now is an earlier run's.
+        self.output = Follower(run.program_log(program), from_end=True, line_max=settings.line_max)
+        self.log: Follower | None = None
+        self.watchdog: Watchdog | None = None
+        self.open_incident: dict[str, Any] | None = None  # from the trigger until the new app is ready
+        self.last_incident: dict[str, Any] | None = None
+        self.read_any = False  # the last read found lines
+        self.use(settings)
+
+    def use(self, settings: Settings) -> None:
+        """(New) settings: rules, markers, the log's path. Only the memory of records already counted
+        carries over, so that a late copy of one is still recognised."""
+        self.settings = settings
+        self.guard = settings.require_provider != CPU  # the runtime CPU-fallback guard
+        old = self.watchdog
+        self.watchdog = Watchdog(settings, fallback_guard=self.guard)
+        if old is not None:
+            self.watchdog.duplicates = old.duplicates
+        self.output.line_max = settings.line_max
+        if self.log is not None:
+            self.log.close()
+        # HeyGem's own log; lines already in it belong to an earlier run (the repo even ships old ones).
+        self.log = Follower(settings.app_log, from_end=True, line_max=settings.line_max) if self.own_log else None
+        self.log_watched = not self.own_log  # inotify on its folder, once that exists
+        self.gpu_checked = False
+        self.saved_ready = False
+        self.saved_tasks: list[tuple[str, str, str | None]] = []
+
+    def close(self) -> None:
+        self.output.close()
+        if self.log is not None:
+            self.log.close()
+
+    def watch_folders(self, changes: INotify) -> None:
+        changes.add_watch(str(self.run.path), WATCH)
+        self.watch_log_folder(changes)
+
+    def watch_log_folder(self, changes: INotify) -> None:
+        """inotify on the app log's folder once it exists (HeyGem creates ./log at start)."""
+        if not self.log_watched:
+            try:
+                changes.add_watch(str(self.settings.app_log.parent), WATCH)
+            except OSError:
+                return
+            self.log_watched = True
+
+    def copy_output(self, final: bool = False) -> list[bytes]:
+        lines = self.output.read() + (self.output.flush() if final else [])
+        if lines:
+            shown = [self.prefix + line for line in lines] if self.prefix else lines
+            self.out.write(b"\n".join(shown) + b"\n")
+            self.out.flush()
+        return lines
+
+    @property
+    def more(self) -> bool:
+        """A follower stopped at its budget: read again at once."""
+        return self.output.more or (self.log is not None and self.log.more)
+
+    def read(self) -> list[Incident]:
+        """Copy the app's output to stdout; feed it and HeyGem's log to the watchdog."""
+        assert self.watchdog is not None
+        now = time.time()
+        found: list[Incident] = []
+        self.read_any = False
+        for source, lines in (("output", self.copy_output()), ("log", self.log.read() if self.log else [])):
+            self.read_any = self.read_any or bool(lines)
+            for raw in lines:
+                found += self.watchdog.feed(raw.decode("utf-8", errors="replace"), now, source)
+        return found
+
+    def deadlines(self) -> list[float]:
+        """When the next time-driven check is due: an overdue task, the ONNX Runtime guard."""
+        assert self.watchdog is not None
+        return [d for d in (self.watchdog.next_deadline(), self.gpu_deadline()) if d is not None]
+
+    def check(self, now: float, group: int | None) -> list[Incident]:
+        assert self.watchdog is not None
+        return self.watchdog.check(now) + self.check_onnxruntime(now, group)
+
+    def gpu_deadline(self) -> float | None:
+        assert self.watchdog is not None
+        ready_at = self.watchdog.ready_at
+        if not self.guard or self.gpu_checked or ready_at is None or self.watchdog.fallback_fired:
+            return None
+        return ready_at + self.settings.gpu_grace
+
+    def check_onnxruntime(self, now: float, group: int | None) -> list[Incident]:
+        """HEYGEM_GPU_GRACE s after the app is ready (its models are loaded), each of its processes that
+        maps ONNX Runtime must map ONNX Runtime's CUDA provider too."""
+        assert self.watchdog is not None
+        deadline = self.gpu_deadline()
+        if deadline is None or now < deadline or group is None:
+            return []
+        self.gpu_checked = True
+        uses = [procs.ort_use(p.pid) for p in procs.group_members(group)]
+        on_cpu = [u.pid for u in uses if u is not None and u.on_cpu]
+        if not on_cpu:
+            return []
+        named = ", ".join(f"{pid} ({procs.command_line(pid)[:80]})" for pid in on_cpu)
+        return self.watchdog.cpu_fallback(
+            f"ONNX Runtime runs on the CPU: {len(on_cpu)} process(es) of the app map ONNX Runtime but not "
+            f"libonnxruntime_providers_cuda.so {self.settings.gpu_grace:.0f} s after it was ready: pid {named}",
+            now,
+        )
+
+    def new_instance(self, fence: float | None = None) -> None:
+        """A new app process is coming: nothing seen of the old one applies to it, and records stamped
+        before `fence` (default: now) are the old one's."""
+        assert self.watchdog is not None
+        self.watchdog.new_instance(time.time() if fence is None else fence)
+        self.gpu_checked = False
+
+    def started(self, start: float) -> None:
+        """The new app process started at `start` (epoch seconds, from /proc): anything stamped before it is
+        an older process's, however late it arrives."""
+        assert self.watchdog is not None
+        self.watchdog.fence = max(self.watchdog.fence or 0.0, start)
+
+    @property
+    def ready(self) -> bool:
+        """Both workers logged their markers and the port answers (the watchdog's own judgement)."""
+        assert self.watchdog is not None
+        return self.watchdog.ready
+
+    def readiness_changed(self) -> bool:
+        """True once when the app has become ready (which closes the open incident) or stopped being so."""
+        assert self.watchdog is not None
+        if self.watchdog.ready == self.saved_ready:
+            return False
+        self.saved_ready = self.watchdog.ready
+        if self.saved_ready:
+            self.open_incident = None
+        return True
+
+    def tasks_changed(self) -> bool:
+        """True once after a task started, changed phase or ended: the state file shows tasks."""
+        assert self.watchdog is not None
+        signature = [(t.code, t.phase, t.outcome) for t in self.watchdog.tasks()[-10:]]
+        if signature == self.saved_tasks:
+            return False
+        self.saved_tasks = signature
+        return True
+
+    def take_finished(self) -> list[Task]:
+        """Tasks that ended since the last call (for the metrics)."""
+        assert self.watchdog is not None
+        return self.watchdog.take_finished()
+
+    def record(self, found: Incident, group: int | None) -> tuple[str, Path]:
+        """Write the incident's snapshot; its one summary line for the log, and the file."""
+        assert self.watchdog is not None
+        app = procs.first_child(group) if group else None
+        data = {**incident.snapshot(found, self.watchdog, group, app), "program": self.program}
+        path = incident.write(self.run, found, data, self.program)
+        self.last_incident = {**found.as_dict(), "snapshot": str(path)}
+        return incident.summary(found, data, path), path
+
+    def keep_open(self) -> None:
+        self.open_incident = self.last_incident
+
+    def state(self) -> dict[str, Any]:
+        assert self.watchdog is not None
+        dog = self.watchdog
+        return {
+            "ready": dog.ready,
+            "ready_at": dog.ready_at,
+            "missing_markers": dog.missing_markers,
+            "incident": self.open_incident,
+            "last_incident": self.last_incident,
+            "tasks": [t.as_dict() for t in dog.tasks()[-10:]],
+        }

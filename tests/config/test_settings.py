@@ -1,0 +1,110 @@
+"""Settings: layering, the app's `.env` keys, and one clear line with exit 78 for every bad value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from launcher.config.settings import build_settings, closest_key
+from tests.conftest import assert_no_traceback
+
+BAD = [
+    ("HEYGEM_CONDA_ROOT", "relative/conda"),
+    ("HEYGEM_CONDA_ENV", "no-such-env"),
+    ("HEYGEM_APP_DIR", "/no/such/app/dir"),
+    ("HEYGEM_APP_COMMAND", "python 'app.py"),
+    ("HEYGEM_APP_COMMAND", "   "),
+    ("HEYGEM_REQUIRE_PROVIDER", "CUDA"),
+    ("HEYGEM_EXTRA_LIBRARY_PATH", "/tmp"),  # world-writable: anyone could plant a libcuda.so.1 there
+    ("HEYGEM_PREFLIGHT_TIMEOUT", "soon"),
+    ("HEYGEM_PREFLIGHT_TIMEOUT", "-5"),
+    ("HEYGEM_PREFLIGHT_TIMEOUT", "nan"),
+    ("HEYGEM_RUN_DIR", "run"),
+]
+
+
+@pytest.mark.parametrize("layer", ["environment", ".env", "flag"])
+@pytest.mark.parametrize(("key", "value"), BAD)
+def test_bad_setting_exits_78_naming_the_key(launch, app_dir: Path, layer: str, key: str, value: str) -> None:
+    args: list[str] = ["--check-only"]
+    env: dict[str, str] = {}
+    if layer == "environment":
+        env[key] = value
+    elif layer == ".env":
+        (app_dir / ".env").write_text(f"{key}='{value}'\n" if "'" not in value else f'{key}="{value}"\n')
+    else:
+        args[:0] = [f"--{key.removeprefix('HEYGEM_').lower().replace('_', '-')}", value]
+    run = launch(*args, env=env)
+    assert run.returncode == 78, (run.stdout, run.stderr)
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and key in lines[0], run.stderr
+    assert run.stdout == ""
+    assert_no_traceback(run)
+
+
+def test_env_file_that_does_not_parse_names_file_and_line(launch, app_dir: Path) -> None:
+    (app_dir / "bad.env").write_text("GOOD=1\nthis line is not an assignment\n")
+    run = launch("--check-only", "--env-file", str(app_dir / "bad.env"))
+    assert run.returncode == 78
+    assert f"{app_dir / 'bad.env'}:2:" in run.stderr
+
+
+def test_missing_env_file_is_named(launch, app_dir: Path) -> None:
+    run = launch("--check-only", env={"HEYGEM_ENV_FILE": str(app_dir / "nope.env")})
+    assert run.returncode == 78
+    assert "nope.env: env file not found" in run.stderr
+
+
+def test_unknown_key_warns_with_the_closest_known_key(launch, app_dir: Path, ort_env: Path) -> None:
+    (app_dir / ".env").write_text("HEYGEM_CONDA_ENVV=human\n")
+    run = launch("--check-only", "--conda-env", str(ort_env), "--require-provider", "CPUExecutionProvider")
+    assert run.returncode == 0
+    assert "unknown setting HEYGEM_CONDA_ENVV in the .env file; did you mean HEYGEM_CONDA_ENV?" in run.stderr
+
+
+def test_secrets_never_printed(launch, app_dir: Path, ort_env: Path) -> None:
+    (app_dir / ".env").write_text("HF_TOKEN=hf_supersecret\nDB_PASSWORD=hunter2\nApiKey=k-123\nMODE=fast\n")
+    for args in (("--check-only",), ("--check-only", "--json")):
+        run = launch(*args, "--conda-env", str(ort_env))
+        out = run.stdout + run.stderr
+        for secret in ("hf_supersecret", "hunter2", "k-123"):
+            assert secret not in out
+    doc = run.json
+    assert doc["environment"]["HF_TOKEN"] == "***"
+    assert doc["environment"]["MODE"] == "fast"
+
+
+def test_layers_lowest_first() -> None:
+    cwd = Path("/")
+    dotenv = {"HEYGEM_APP_COMMAND": "python a.py", "HEYGEM_PREFLIGHT_TIMEOUT": "5", "HEYGEM_RUN_DIR": "/r1"}
+    environ = {"HEYGEM_PREFLIGHT_TIMEOUT": "6", "HEYGEM_RUN_DIR": "/r2"}
+    flags = {"HEYGEM_RUN_DIR": "/r3"}
+    s = build_settings(dotenv, environ, flags, cwd=cwd)
+    assert s.app_command == ("python", "a.py")
+    assert s.preflight_timeout == 6.0
+    assert str(s.run_dir) == "/r3"
+    assert s.require_provider == "CUDAExecutionProvider"
+    assert s.sources["HEYGEM_APP_COMMAND"] == ".env" and s.sources["HEYGEM_RUN_DIR"] == "flag"
+
+
+def test_app_keys_from_env_file_go_to_the_app_and_bare_keys_pass_through() -> None:
+    s = build_settings(
+        {"HEYGEM_CONDA_ENV": "human", "MODE": "fast", "PASSTHRU": None, "ABSENT": None},
+        {"PASSTHRU": "from-host"},
+        {},
+        cwd=Path("/"),
+    )
+    assert dict(s.app_env) == {"MODE": "fast", "PASSTHRU": "from-host"}
+
+
+@pytest.mark.parametrize(
+    ("typo", "known"),
+    [
+        ("HEYGEM_CONDAENV", "HEYGEM_CONDA_ENV"),
+        ("HEYGEM_REQUIRED_PROVIDER", "HEYGEM_REQUIRE_PROVIDER"),
+        ("HEYGEM_PREFLIGHT_TIMEOUTS", "HEYGEM_PREFLIGHT_TIMEOUT"),
+    ],
+)
+def test_closest_key(typo: str, known: str) -> None:
+    assert closest_key(typo) == known
