@@ -40,7 +40,13 @@ fi
 # and parallel builds do not share a wheelhouse.
 context=$(mktemp -d "${TMPDIR:-/tmp}/heygem-build.XXXXXX")
 trap 'rm -rf "$context"' EXIT
-"$python" -m pip wheel --quiet --disable-pip-version-check --wheel-dir "$context/wheelhouse" "$repo"
+# From a copy of the sources: setuptools builds in the tree's build/ and never empties build/lib, so a wheel
+# made in a used checkout would carry modules deleted since.
+mkdir "$context/src"
+tar -C "$repo" --exclude=./build --exclude=./dist --exclude=./.venv --exclude=./.git --exclude='*.egg-info' \
+    --exclude='__pycache__' --exclude=./.ruff_cache --exclude=./.pytest_cache -cf - . | tar -C "$context/src" -xf -
+"$python" -m pip wheel --quiet --disable-pip-version-check --wheel-dir "$context/wheelhouse" "$context/src"
+rm -rf "$context/src"
 cp "$repo/entrypoint.sh" "$context/entrypoint.sh"
 
 # podman's default OCI image format drops HEALTHCHECK and SHELL: ask for Docker's.

@@ -36,6 +36,9 @@ fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 # Not editable: the tests run the installed `heygem-launch`, as a user gets it (package data included).
+# setuptools builds in ./build and never empties build/lib: modules deleted since an earlier build would be
+# installed again.
+rm -rf build
 .venv/bin/python -m pip install -q --disable-pip-version-check '.[gpu,test]'
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

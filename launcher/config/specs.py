@@ -17,8 +17,6 @@ from launcher.system.rundir import SOCKET_NAME
 PREFIX = "HEYGEM_"
 ENV_FILE_KEY = "HEYGEM_ENV_FILE"
 
-PREFIX = "HEYGEM_"
-ENV_FILE_KEY = "HEYGEM_ENV_FILE"
 
 
 def default_run_dir() -> str:
