@@ -18,7 +18,6 @@ PREFIX = "HEYGEM_"
 ENV_FILE_KEY = "HEYGEM_ENV_FILE"
 
 
-
 def default_run_dir() -> str:
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     return f"{runtime}/heygem" if runtime else f"/tmp/heygem-{os.getuid()}"
