@@ -209,6 +209,9 @@ class AppWatch:
             "ready": dog.ready,
             "ready_at": dog.ready_at,
             "missing_markers": dog.missing_markers,
+            # Which of HeyGem's dialects the app writes, and so how `probe ready` asks its port.
+            "dialect": dog.dialect,
+            "api": list(dog.table.api),
             "incident": self.open_incident,
             "last_incident": self.last_incident,
             "tasks": [t.as_dict() for t in dog.tasks()[-10:]],
