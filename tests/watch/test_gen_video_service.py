@@ -174,3 +174,21 @@ def test_heygems_own_worker_restart_is_recorded_then_restarts_when_it_repeats(la
     app.submit("stuck-1", test_kind="self-restart")
     wait_for(lambda: app.pid() not in (None, first), 30, "a new app process")
     assert [(k, a) for k, a, _ in app.incidents()] == [("blocked", "record"), ("blocked", "restart")]
+
+
+def test_doctor_reads_dialect_b_from_the_output(launch_service, tmp_path: Path) -> None:
+    """B writes no log file: `doctor` finds HeyGem's own records in the captured output. Dead workers, a task that
+    HeyGem gives up on after its own timeout (recorded, not restarted: the workers never loaded)."""
+    env = {"TEST_GENVIDEO_WORKERS": "dead", "TEST_GENVIDEO_TIMEOUT": "20", "HEYGEM_TASK_SECONDS": "3600"}
+    app = GenVideo(launch_service, tmp_path, env)
+    wait_for(lambda: (app.call("/easy/query?code=x") or {}).get("code") == 10004, 20, "Flask to answer 10004")
+    app.submit("given-up", test_kind="hang")
+    wait_for(lambda: any("[no final result]" in line for line in app.output()), 10, "HeyGem's own timeout")
+    time.sleep(0.5)
+    assert [(k, a) for k, a, _ in app.incidents()] == [("task_failed", "record")]
+    env_of = clean_environ(HEYGEM_RUN_DIR=str(app.service.run_dir))
+    run = subprocess.run([*LAUNCH, "doctor", "--json"], env=env_of, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 69, run.stderr
+    report = json.loads(run.stdout)
+    assert report["log"]["counts"].get("heygem_timeout") == 1, report["log"]
+    assert "HeyGem gave up on a task" in report["conclusion"] and "never said they loaded" in report["conclusion"]
