@@ -246,11 +246,12 @@ def conclude(d: Doctor, settings: Settings) -> tuple[bool, str]:
     if d.check.config_error and not d.app_pid:
         return True, f"the app cannot start as configured: {d.check.config_error}"
     counts = d.log.get("counts", {})
+    not_ready = any(a.get("ready") is False for a in d.service.get("apps", []))
     if counts.get("heygem_timeout") or counts.get("worker_restart", 0) > 1:
         return True, (
             "HeyGem gave up on a task after its own timeout, or restarted its workers again and again: its workers "
             "are gone or stuck and every later task hangs the same way; restart the app (heygem-launch does when "
-            "it runs it)" + ("" if d.service.get("ready", True) else "; its workers never said they loaded")
+            "it runs it)" + ("; its workers never said they loaded" if not_ready else "")
         )
     if blocked:
         if not d.gpus.available or not d.gpus.gpus:
