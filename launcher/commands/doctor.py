@@ -27,7 +27,8 @@ from launcher.config.settings import Settings
 from launcher.preflight.fleet import FleetCheck, fleet_preflight
 from launcher.system import gpu, procs
 from launcher.system.rundir import RunDir
-from launcher.watch.heygem_log import ort_line_time, parse_record, split_code, strip_colour
+from launcher.watch.dialects import Dialect, tables
+from launcher.watch.heygem_log import B, Record, ort_line_time, parse_record, split_code, strip_colour
 
 LOG_TAIL = 2000  # records read back from the end of the log
 LOG_SHOWN = 15
@@ -163,19 +164,14 @@ def scan_log(
     found: dict[str, Any] = {"path": str(path), "exists": path.is_file(), "since": since, "counts": {}, "lines": []}
     counts: Counter[str] = Counter()
     lines: list[str] = []
+    dialects = tables(settings)
     for line in _tail(path):
         record = parse_record(line, tz)
         if record is None or (since is not None and record.at + (0 if record.precise else 1) < since):
             continue
-        if record.level == "ERROR" and settings.pattern_blocked.search(split_code(record.message)[1]):
-            counts["blocked"] += 1
-        elif record.level == "ERROR" and settings.pattern_failure.search(split_code(record.message)[1]):
-            counts["task_failed"] += 1
-        elif record.level in ("WARNING", "ERROR", "CRITICAL"):
-            counts[record.level.lower()] += 1
-        else:
-            continue
-        lines.append(line)
+        if kind := _classify(dialects[record.dialect], record):
+            counts[kind] += 1
+            lines.append(line)
     # The output file outlives the app's restarts: a line without a time of its own (a print) takes the time
     # of the record or ONNX Runtime line before it.
     for path_of_output, started in outputs:
@@ -188,9 +184,27 @@ def scan_log(
             if record is None and recent and settings.pattern_fallback.search(strip_colour(line)):
                 counts["onnxruntime_fallback"] += 1
                 lines.append(line)
+            # HeyGem.ai's image (dialect B) writes its records only to its output, never to a file.
+            elif record is not None and record.dialect == B and recent and (kind := _classify(dialects[B], record)):
+                counts[kind] += 1
+                lines.append(line)
     found["counts"] = dict(counts)
     found["lines"] = lines[-LOG_SHOWN:]
     return found
+
+
+def _classify(d: Dialect, record: Record) -> str | None:
+    """What one of HeyGem's own records is, in its dialect's words; None for its INFO lines."""
+    message = split_code(record.message, dialect=record.dialect)[1]
+    if record.level == "ERROR" and d.blocked.search(message):
+        return "blocked"
+    if record.level == "ERROR" and d.wedged.search(message):
+        return "heygem_timeout"
+    if record.level == "ERROR" and d.failure.search(message):
+        return "task_failed"
+    if record.level == "WARNING" and d.self_heal.search(message):
+        return "worker_restart"
+    return record.level.lower() if record.level in ("WARNING", "ERROR", "CRITICAL") else None
 
 
 def _tail(path: Path) -> list[str]:
@@ -231,6 +245,14 @@ def conclude(d: Doctor, settings: Settings) -> tuple[bool, str]:
         return True, f"{len(gone)} app(s) given up while the others run (HEYGEM_GPU_POLICY=any): {named}"
     if d.check.config_error and not d.app_pid:
         return True, f"the app cannot start as configured: {d.check.config_error}"
+    counts = d.log.get("counts", {})
+    not_ready = any(a.get("ready") is False for a in d.service.get("apps", []))
+    if counts.get("heygem_timeout") or counts.get("worker_restart", 0) > 1:
+        return True, (
+            "HeyGem gave up on a task after its own timeout, or restarted its workers again and again: its workers "
+            "are gone or stuck and every later task hangs the same way; restart the app (heygem-launch does when "
+            "it runs it)" + ("; its workers never said they loaded" if not_ready else "")
+        )
     if blocked:
         if not d.gpus.available or not d.gpus.gpus:
             why = d.gpus.reason or "NVML lists none"

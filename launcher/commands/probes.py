@@ -4,6 +4,7 @@ second. They read the run dir's state and ask supervisord; they never run the pr
 from __future__ import annotations
 
 import http.client
+import json
 import xmlrpc.client
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,13 +29,19 @@ class ProbeAnswer:
         return f"{self.kind}: {'ok' if self.ok else 'FAIL'}: {self.reason}"
 
 
-def _port_answers(port: int) -> bool:
-    """HeyGem has no health endpoint, but `HEAD /` answers once Gradio is up."""
+def _api_answers(port: int, api: object) -> bool:
+    """HeyGem has no health endpoint. The Hack's Gradio answers `HEAD /`; HeyGem.ai's Flask answers
+    `GET /easy/query?code=…` with its JSON (10004, no such task) as soon as it listens: with the markers, that
+    is readiness (its answer alone is not: it answers while the workers are dead, #471, #526)."""
+    method, path = api if isinstance(api, list) and len(api) == 2 else ("HEAD", "/")
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=ANSWER_TIMEOUT)
     try:
-        connection.request("HEAD", "/")
-        return connection.getresponse().status < 500
-    except (OSError, http.client.HTTPException):
+        connection.request(str(method), str(path))
+        response = connection.getresponse()
+        if method == "HEAD":
+            return response.status < 500
+        return response.status == 200 and "code" in json.loads(response.read(65536) or b"{}")
+    except (OSError, http.client.HTTPException, ValueError, TypeError):
         return False
     finally:
         connection.close()
@@ -125,6 +132,8 @@ def _one(kind: str, state: dict[str, object], app: dict[str, object], app_state:
         assert isinstance(missing, list)
         return answer(False, "not logged yet: " + "; ".join(missing) if missing else "the app is not ready yet")
     port = int(str(app.get("app_port") or app.get("port") or 7860))
-    if not _port_answers(port):
-        return answer(False, f"port {port} does not answer")
-    return answer(True, f"both workers up, port {port} answers, no incident")
+    api = app.get("api")
+    asked = " ".join(map(str, api)) if isinstance(api, list) else "HEAD /"
+    if not _api_answers(port, api):
+        return answer(False, f"port {port} does not answer {asked}")
+    return answer(True, f"every worker marker logged, port {port} answers {asked}, no incident")

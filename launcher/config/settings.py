@@ -53,6 +53,10 @@ class Settings:
     stall_seconds: float
     encode_seconds: float
     encode_seconds_per_frame: float
+    prepare_seconds: float
+    task_seconds: float
+    task_seconds_per_audio_second: float
+    worker_restart_window: float
     line_max: int
     gpu_grace: float
     on_cpu_fallback: str

@@ -319,6 +319,43 @@ SPECS: tuple[Spec, ...] = (
         lambda: "0.25",
         "seconds of final-encode allowance per frame of the task",
     ),
+    # A task stuck before its frames (ffmpeg, audio features, init_wh; B: the downloads) had no rule and waited
+    # for HeyGem's own 600-s timeout. Preparation took 14 s for 150 and for 1,500 frames (FIELD.md section 2).
+    Spec(
+        "HEYGEM_PREPARE_SECONDS",
+        "prepare_seconds",
+        _positive_seconds,
+        lambda: "300",
+        "a task still preparing (before its frames; in HeyGem.ai's image, before its video_info line) this long "
+        "after its start is a stall (snapshot, restart)",
+    ),
+    # HeyGem.ai's image logs no frame progress (FIELD-heygem-ai.md section 7): a task's only clock is its length.
+    # 9.5 s of audio took 45 s there; a T4 took ~14 minutes for 357 characters (#488); HeyGem itself gives up
+    # after 600 s without a result, and every later task hangs the same way (#471, #556).
+    Spec(
+        "HEYGEM_TASK_SECONDS",
+        "task_seconds",
+        _positive_seconds,
+        lambda: "120",
+        "HeyGem.ai's image (log dialect B): a task not ended this many seconds plus "
+        "HEYGEM_TASK_SECONDS_PER_AUDIO_SECOND per second of its audio after its video_info line is a stall "
+        "(snapshot, restart)",
+    ),
+    Spec(
+        "HEYGEM_TASK_SECONDS_PER_AUDIO_SECOND",
+        "task_seconds_per_audio_second",
+        _non_negative_seconds,
+        lambda: "10",
+        "seconds of a dialect-B task's allowance per second of its audio (its audio_info)",
+    ),
+    Spec(
+        "HEYGEM_WORKER_RESTART_WINDOW",
+        "worker_restart_window",
+        _positive_seconds,
+        lambda: "600",
+        "HeyGem.ai's image restarting its own workers (`av_transfer maybe blocked, restart...`) is recorded; "
+        "a second time within this many seconds restarts the app",
+    ),
     Spec(
         "HEYGEM_LINE_MAX",
         "line_max",
@@ -413,6 +450,9 @@ SPECS: tuple[Spec, ...] = (
         lambda: r"^>>> 任务:\S+ 耗时:",
         "regex on messages: a task ended, successfully or not (HeyGem logs it in a finally)",
     ),
+    # Not `EP Error` on its own: the Python layer prints it before every retry, and with onnxruntime-gpu the
+    # retry is on CUDA again (`Falling back to ['CUDAExecutionProvider', 'CPUExecutionProvider']`), which fails the
+    # same way and kills the worker (HeyGem.ai's image, #471/#526/#592): not ready, never a CPU fallback.
     Spec(
         "HEYGEM_PATTERN_FALLBACK",
         "pattern_fallback",
@@ -420,7 +460,7 @@ SPECS: tuple[Spec, ...] = (
         lambda: (
             r"^\d{4}-\S+ \S+ \[[EW]:onnxruntime:[^\]]*\] .*(?:Failed to load library \S*libonnxruntime_providers_cuda"
             r"|Failed to create CUDAExecutionProvider)"
-            r"|^EP Error |^Falling back to \['CPUExecutionProvider'\]"
+            r"|^Falling back to \['CPUExecutionProvider'\]"
             r"|^\S+:\d+: UserWarning: Specified provider 'CUDAExecutionProvider' is not in available provider names"
         ),
         "regex on the app's other lines (ONNX Runtime's log, print output): ONNX Runtime fell back to the CPU",

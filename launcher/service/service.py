@@ -169,7 +169,7 @@ class Service(Stopping, Generations, AppSupervision):
                         return code
                 readiness = rt.watch.readiness_changed()
                 if readiness and rt.watch.saved_ready:
-                    self.log(f"{self.named(rt)}ready (logged: {', '.join(self.settings.ready_markers)})")
+                    self.log(f"{self.named(rt)}ready (logged: {', '.join(rt.watch.ready_markers)})")
                 changed |= readiness | rt.watch.tasks_changed()
                 for task in rt.watch.take_finished():
                     seconds = task.ended_at - task.started_at if task.ended_at is not None else None

@@ -36,6 +36,7 @@ class ReplayResult:
     ready: bool
     ready_at: float | None
     missing_markers: list[str]
+    dialect: str | None
     tasks: list[dict[str, Any]]
     incidents: list[Incident] = field(default_factory=list)
 
@@ -46,6 +47,7 @@ class ReplayResult:
             "ready": self.ready,
             "ready_at": _clock(self.ready_at),
             "missing_markers": self.missing_markers,
+            "dialect": self.dialect,
             "tasks": self.tasks,
             "incidents": [{**i.as_dict(), "at": _clock(i.at)} for i in self.incidents],
         }
@@ -95,7 +97,8 @@ def _second(line: Line) -> float:
 
 
 def replay(settings: Settings, dh_log: Path, stderr: Path | None = None, stdout: Path | None = None) -> ReplayResult:
-    """Run the rules over the recorded streams. Raises OSError when a file cannot be read."""
+    """Run the rules over the recorded streams. Raises OSError when a file cannot be read. `dh_log` may also be
+    a container's whole output (`docker logs`: HeyGem.ai's image, dialect B, writes no file of its own)."""
     guard = settings.require_provider != "CPUExecutionProvider"
     watchdog = Watchdog(settings, fallback_guard=guard, history=None)
     streams = [read_lines(dh_log, LOG, settings.line_max)]
@@ -124,6 +127,7 @@ def replay(settings: Settings, dh_log: Path, stderr: Path | None = None, stdout:
         ready=watchdog.ready,
         ready_at=watchdog.ready_at,
         missing_markers=watchdog.missing_markers,
+        dialect=watchdog.dialect,
         tasks=[
             {**t.as_dict(), "started_at": _clock(t.started_at), "ended_at": _clock(t.ended_at)}
             for t in watchdog.tasks()
@@ -134,9 +138,9 @@ def replay(settings: Settings, dh_log: Path, stderr: Path | None = None, stdout:
 
 def render(result: ReplayResult) -> str:
     """The replay for a person: readiness, each task, each incident with what the service would do."""
-    out = [f"replay of {' + '.join(result.files)}: {result.lines} lines"]
+    out = [f"replay of {' + '.join(result.files)}: {result.lines} lines, log dialect {result.dialect or '-'}"]
     if result.ready:
-        out.append(f"ready: yes, at {_clock(result.ready_at)} (both worker markers logged)")
+        out.append(f"ready: yes, at {_clock(result.ready_at)} (every worker marker logged)")
     else:
         out.append("ready: NO: never logged: " + "; ".join(result.missing_markers))
     out.append(f"tasks: {len(result.tasks) or 'none'}")

@@ -9,7 +9,18 @@ message, never against text a user controls (file names and task codes appear in
 - one of HeyGem's failure ERROR records -> `task_failed`, recorded once per task, no restart (the task ends
   and the service stays healthy); if the task has not ended HEYGEM_STALL_SECONDS later it has hung -> `stall`;
 - ONNX Runtime's own fallback lines (its C++ log, the Python layer's `EP Error` / `Falling back to`, the
-  CPU wheel shadowing the GPU one) -> `cpu_fallback`, stop (or warn).
+  CPU wheel shadowing the GPU one) -> `cpu_fallback`, stop (or warn);
+- HeyGem's own timeout (`任务执行失败…[no final result]`, and A's `_queue.Empty` shape `异常信息:[]`):
+  its workers are gone or stuck and every later task would hang the same way -> `task_failed`, restart
+  (recorded only before the app was ready: its workers were still loading);
+- a task still preparing after HEYGEM_PREPARE_SECONDS, or (dialect B, which logs no frame progress) not ended
+  HEYGEM_TASK_SECONDS + HEYGEM_TASK_SECONDS_PER_AUDIO_SECOND x its audio seconds after its `video_info`
+  -> `stall`, restart;
+- B's own watchdog line (`<code> ->av_transfer maybe blocked, restart...`: HeyGem restarts its workers)
+  -> `blocked`, recorded; again within HEYGEM_WORKER_RESTART_WINDOW -> `blocked`, restart.
+
+Both dialects are read per record, with one table each (dialects.py); readiness is the markers of the dialect
+the app writes, since its last start.
 
 One record, one event: HeyGem writes each record to its log file and to stderr; whichever copy arrives
 first counts and the other copy of the same record (same second, file, line, level, message) is dropped
@@ -23,8 +34,10 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 from launcher.config.settings import Settings
+from launcher.watch.dialects import Dialect, tables
 from launcher.watch.heygem_log import Record, ort_line_time, parse_record, split_code, strip_colour
-from launcher.watch.tasks import ENCODE, FRAMES, PREPARE, Limits, Task
+from launcher.watch.readiness import Readiness
+from launcher.watch.tasks import ENCODE, FRAMES, PREPARE, TASK_HISTORY, Limits, Task, TaskLedger
 
 BLOCKED = "blocked"
 STALL = "stall"
@@ -36,7 +49,6 @@ LAST_LINES = 50
 SNAPSHOT_LINE = 2000  # characters of a line kept for a snapshot: an incident file stays well under 1 MB
 REMEMBERED_RECORDS = 4096  # records whose other copy may still come; at 200 lines/s, 20 s of both streams
 DUPLICATE_SECONDS = 60.0  # how long after its first copy the second copy of a record is still recognised
-TASK_HISTORY = 100
 SAME_CLOCK = 300.0  # a record this close to `now` was stamped by the same clock: the instance fence applies
 
 
@@ -77,7 +89,7 @@ class Duplicates:
         return others > mine  # the other stream already delivered this copy
 
 
-class Watchdog:
+class Watchdog(TaskLedger):
     def __init__(
         self, settings: Settings, *, fallback_guard: bool, tz: str | None = None, history: int | None = TASK_HISTORY
     ) -> None:
@@ -86,14 +98,14 @@ class Watchdog:
         self.s = settings
         self.tz = tz
         self.guard = fallback_guard
-        self.limits = Limits(settings.stall_seconds, settings.encode_seconds, settings.encode_seconds_per_frame)
+        super().__init__(history)
+        self.limits = Limits.of(settings)
+        self.dialects = tables(settings)
+        self.readiness = Readiness(self.dialects)
         self.lines: deque[str] = deque(maxlen=LAST_LINES)
         # Kept across instances: a late copy of the record that caused a restart. A copy cut at HEYGEM_LINE_MAX
         # (bytes, after a prefix of up to ~100) keeps at least this many characters of its message.
         self.duplicates = Duplicates(max(1, (settings.line_max - 128) // 4))
-        self.history: deque[Task] = deque(maxlen=history)
-        self.open_tasks: dict[str, Task] = {}
-        self.finished: list[Task] = []  # ended since the reader last took them (metrics)
         self.new_instance(None)
 
     def new_instance(self, started_at: float | None) -> None:
@@ -102,25 +114,33 @@ class Watchdog:
         # Tasks of the old process: a blocked or failure line naming one of them, arriving late, is the old
         # process's too (the dying app may log its queue-full line once more), unless this one starts it anew.
         self.previous_codes = {t.code for t in self.open_tasks.values()} | {t.code for t in self.history if t.fired}
-        for task in self.open_tasks.values():
-            task.hang()  # its process is gone
-            self.history.append(task)
-            self.finished.append(task)
+        self.finish()  # its process is gone
         self.fence = started_at
-        self.open_tasks = {}
-        self.markers: set[str] = set()
-        self.ready_at: float | None = None
+        self.readiness.restart()
+        self.self_heals: deque[float] = deque(maxlen=2)
         self.fallback_guard = self.guard
         self.fallback_fired = False
 
     # -- readiness --------------------------------------------------------------------------------------
     @property
     def ready(self) -> bool:
-        return self.ready_at is not None
+        return self.readiness.ready_at is not None
+
+    @property
+    def table(self) -> Dialect:
+        return self.readiness.table
+
+    @property
+    def dialect(self) -> str | None:
+        return self.readiness.dialect
+
+    @property
+    def ready_at(self) -> float | None:
+        return self.readiness.ready_at
 
     @property
     def missing_markers(self) -> list[str]:
-        return [m for m in self.s.ready_markers if m not in self.markers]
+        return self.readiness.missing
 
     # -- lines in -----------------------------------------------------------------------------------------
     def feed(self, line: str, now: float, source: str = "log") -> list[Incident]:
@@ -158,64 +178,66 @@ class Watchdog:
         return [Incident(CPU_FALLBACK, evidence, now, action)]
 
     def _record(self, record: Record, line: str, now: float) -> list[Incident]:
-        s = self.s
-        for marker in s.ready_markers:
-            if record.message.startswith(marker):
-                self.markers.add(marker)
-        if self.ready_at is None and not self.missing_markers:
-            self.ready_at = now
+        d = self.dialects[record.dialect]
+        self.readiness.see(record, now)
         # The caller's task code (spaces, brackets, failure words) is taken out before any rule sees the text.
-        code, message = split_code(record.message, [*self.open_tasks, *self.previous_codes])
+        code, message = split_code(record.message, [*self.open_tasks, *self.previous_codes], record.dialect)
         text = line.strip()[:SNAPSHOT_LINE]
         if record.level == "ERROR" and code in self.previous_codes and code not in self.open_tasks:
             return []  # about a task of the process that was replaced
         if record.level == "ERROR":
-            if s.pattern_blocked.search(message):
-                return self._open(self._task(code, now), BLOCKED, text, now, RESTART)
-            if s.pattern_failure.search(message):
-                task = self._task(code, now)
+            if d.blocked.search(message):
+                return self._open(self.find(code, now), BLOCKED, text, now, RESTART)
+            if d.failure.search(message) or d.wedged.search(message):
+                task = self.find(code, now)
                 if task is not None:
                     task.failed(text, now)
-                return self._open(task, TASK_FAILED, text, now, RECORD)
-        if s.pattern_task_start.search(message):
+                # HeyGem's own timeout: its workers are gone; before readiness they were still loading.
+                wedged = d.wedged.search(message) is not None and self.ready
+                return self._open(task, TASK_FAILED, text, now, RESTART if wedged else RECORD)
+        if record.level == "WARNING" and d.self_heal.search(message):
+            return self._self_heal(self.find(code, now), text, now)
+        self._progress(d, code, message, now)
+        return []
+
+    def _progress(self, d: Dialect, code: str | None, message: str, now: float) -> None:
+        """A task's life: start, length (B), frames, end."""
+        if d.task_start.search(message):
             code = code or f"#{len(self.history) + len(self.open_tasks) + 1}"
             self.open_tasks.pop(code, None)  # a code used again is a new task
             self.open_tasks[code] = Task(code, now)
-        elif s.pattern_frames_start.search(message):
-            if task := self._task(code, now):
+        elif match := d.task_info.search(message):
+            if task := self.find(code, now):
+                task.measured(float(match.group(1)), now)
+        elif d.frames_start.search(message):
+            if task := self.find(code, now):
                 task.frames_start(now)
-        elif match := s.pattern_frames.search(message):
+        elif match := d.frames.search(message):
             digits = next((g for g in match.groups() if g and g.isascii() and g.isdigit()), None)
-            if task := self._task(code, now, running=(FRAMES,)):
+            if task := self.find(code, now, running=(FRAMES,)):
                 task.frames_done_by_consumer(int(digits) if digits else 1, now)
-        elif s.pattern_progress.search(message):
-            if task := self._task(code, now, running=(FRAMES, PREPARE)):
+        elif d.progress.search(message):
+            if task := self.find(code, now, running=(FRAMES, PREPARE)):
                 task.produced(now)
-        elif s.pattern_frames_done.search(message):
-            if task := self._task(code, now, running=(FRAMES, ENCODE)):
+        elif d.frames_done.search(message):
+            if task := self.find(code, now, running=(FRAMES, ENCODE)):
                 task.frames_finished(now)
-        elif s.pattern_task_end.search(message) and (task := self._task(code, now)):
+        elif d.task_end.search(message) and (task := self.find(code, now)):
             task.end(now)
-            self._close(task)
-        return []
+            self.close(task)
 
-    def _task(self, code: str | None, now: float, running: tuple[str, ...] = ()) -> Task | None:
-        """The task a record is about: the open one its code names, or a task whose start was not seen (the
-        watch began mid-task). A record without a code (HeyGem's frame lines have none) belongs to the newest
-        open task in the first of the `running` phases that has one (frames belong to the task whose frames
-        run, not to one that has just started), else to the newest open task; to none when none is open."""
-        if code is not None:
-            if code not in self.open_tasks:
-                self.open_tasks[code] = Task(code, now)
-            return self.open_tasks[code]
-        tasks = list(reversed(self.open_tasks.values()))
-        by_phase = (t for phase in running for t in tasks if t.phase == phase)
-        return next(by_phase, tasks[0] if tasks else None)
-
-    def _close(self, task: Task) -> None:
-        self.open_tasks.pop(task.code, None)
-        self.history.append(task)
-        self.finished.append(task)
+    def _self_heal(self, task: Task | None, line: str, now: float) -> list[Incident]:
+        """HeyGem restarted its own workers: recorded; a second time within HEYGEM_WORKER_RESTART_WINDOW it
+        is not healing (#481: the task never recovered), so restart."""
+        again = bool(self.self_heals) and now - self.self_heals[-1] <= self.s.worker_restart_window
+        self.self_heals.append(now)
+        if not again:
+            return self._open(task, BLOCKED, line, now, RECORD)
+        if task is not None:
+            if task.restarted:
+                return []
+            task.fired.discard(BLOCKED)
+        return self._open(task, BLOCKED, line, now, RESTART)
 
     def _open(self, task: Task | None, kind: str, line: str, now: float, action: str) -> list[Incident]:
         """One incident per task and kind; a task whose cure is a restart gets no time rule any more."""
@@ -243,24 +265,3 @@ class Watchdog:
     def next_deadline(self) -> float | None:
         deadlines = [d[0] for t in self.open_tasks.values() if (d := t.deadline(self.limits)) is not None]
         return min(deadlines, default=None)
-
-    # -- reading --------------------------------------------------------------------------------------------
-    def tasks(self) -> list[Task]:
-        """Every task seen, oldest first (the last TASK_HISTORY finished ones and those still open)."""
-        return sorted([*self.history, *self.open_tasks.values()], key=lambda t: t.started_at)
-
-    def task(self, code: str | None) -> Task | None:
-        if code is None:
-            return next(reversed(self.open_tasks.values()), None)
-        return self.open_tasks.get(code) or next((t for t in reversed(self.history) if t.code == code), None)
-
-    def take_finished(self) -> list[Task]:
-        """The tasks that ended (or whose process went) since the last call."""
-        finished, self.finished = self.finished, []
-        return finished
-
-    def finish(self) -> None:
-        """The end of a recording: what is still open never ended."""
-        for task in list(self.open_tasks.values()):
-            task.hang()
-            self._close(task)

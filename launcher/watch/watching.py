@@ -67,6 +67,7 @@ class AppWatch:
         self.log_watched = not self.own_log  # inotify on its folder, once that exists
         self.gpu_checked = False
         self.saved_ready = False
+        self.saved_missing: tuple[str, ...] = ()
         self.saved_tasks: list[tuple[str, str, str | None]] = []
 
     def close(self) -> None:
@@ -166,12 +167,20 @@ class AppWatch:
         assert self.watchdog is not None
         return self.watchdog.ready
 
-    def readiness_changed(self) -> bool:
-        """True once when the app has become ready (which closes the open incident) or stopped being so."""
+    @property
+    def ready_markers(self) -> tuple[str, ...]:
+        """The markers of the log dialect the app writes."""
         assert self.watchdog is not None
-        if self.watchdog.ready == self.saved_ready:
+        return self.watchdog.table.ready_markers
+
+    def readiness_changed(self) -> bool:
+        """True once when the app has become ready (which closes the open incident) or stopped being so, or
+        when what it still lacks changed (a marker came; the app turned out to write the other log dialect)."""
+        assert self.watchdog is not None
+        missing = tuple(self.watchdog.missing_markers)
+        if self.watchdog.ready == self.saved_ready and missing == self.saved_missing:
             return False
-        self.saved_ready = self.watchdog.ready
+        self.saved_ready, self.saved_missing = self.watchdog.ready, missing
         if self.saved_ready:
             self.open_incident = None
         return True
@@ -209,6 +218,9 @@ class AppWatch:
             "ready": dog.ready,
             "ready_at": dog.ready_at,
             "missing_markers": dog.missing_markers,
+            # Which of HeyGem's dialects the app writes, and so how `probe ready` asks its port.
+            "dialect": dog.dialect,
+            "api": list(dog.table.api),
             "incident": self.open_incident,
             "last_incident": self.last_incident,
             "tasks": [t.as_dict() for t in dog.tasks()[-10:]],

@@ -5,6 +5,9 @@
 2. `localhost/heygem-test-base`: a stand-in HeyGem image (tests/container/Containerfile.testbase): a conda-like
    env with onnxruntime-gpu 1.16 and numpy from a host-made wheelhouse, and the HeyGem-like app as app.py.
 3. `localhost/heygem-launch-test`: docker/Dockerfile's launcher layer over 2, built by scripts/build-image.sh.
+4. `localhost/heygem-test-genvideo-base`: a stand-in of HeyGem.ai's gen-video image over 1
+   (tests/container/Containerfile.genvideo-base: /code/app_local.py, /usr/local/python3), and
+   `localhost/heygem-launch-genvideo-test`, the launcher layer over it with README's recipe (build args).
 
 Each image's tag is a hash of its inputs (the image below it included), so a change anywhere rebuilds what
 depends on it and nothing else; an unchanged input costs one `podman image exists`.
@@ -117,11 +120,21 @@ def wheelhouse() -> Path:
 
 
 def base_image() -> str:
+    return _stand_in_base("heygem-test-base", "Containerfile.testbase", "heygem_like_app.py", "app.py")
+
+
+def genvideo_base_image() -> str:
+    return _stand_in_base(
+        "heygem-test-genvideo-base", "Containerfile.genvideo-base", "gen_video_like_app.py", "app_local.py"
+    )
+
+
+def _stand_in_base(name: str, recipe: str, app_file: str, app_name: str) -> str:
     debian = debian_image()
-    containerfile = HERE / "Containerfile.testbase"
-    app = REPO / "tests" / "heygem_like_app.py"
+    containerfile = HERE / recipe
+    app = REPO / "tests" / app_file
     key = _digest(image_id(debian), containerfile.read_bytes(), app.read_bytes(), *WHEELS)
-    ref = f"localhost/heygem-test-base:{key}"
+    ref = f"localhost/{name}:{key}"
     if exists(ref):
         return ref
     wheels = wheelhouse()
@@ -133,7 +146,7 @@ def base_image() -> str:
                 os.link(wheel, context / "wheels" / wheel.name)  # no 180 MB copy where the cache is on /tmp's disk
             except OSError:
                 shutil.copy(wheel, context / "wheels" / wheel.name)
-        shutil.copy(app, context / "app.py")
+        shutil.copy(app, context / app_name)
         podman(
             "build",
             "--format",
@@ -146,19 +159,31 @@ def base_image() -> str:
             ref,
             str(context),
         )
-    _forget_other_tags("localhost/heygem-test-base", ref)
+    _forget_other_tags(f"localhost/{name}", ref)
     return ref
+
+
+# README's recipe for HeyGem.ai's image: its Python is a plain prefix, its app dir /code.
+GENVIDEO_BUILD_ARGS = ("--build-arg", "HEYGEM_CONDA_ENV=/usr/local/python3", "--build-arg", "HEYGEM_APP_DIR=/code")
 
 
 def launcher_image() -> str:
     """docker/Dockerfile's launcher layer over the stand-in, built the way users build it."""
-    base = base_image()
-    key = _digest(image_id(base), _files_digest(LAUNCHER_INPUTS))
-    ref = f"localhost/heygem-launch-test:{key}"
+    return _launcher_over(base_image(), "heygem-launch-test", ())
+
+
+def genvideo_launcher_image() -> str:
+    """The launcher layer over the gen-video stand-in, with README's recipe."""
+    return _launcher_over(genvideo_base_image(), "heygem-launch-genvideo-test", GENVIDEO_BUILD_ARGS)
+
+
+def _launcher_over(base: str, name: str, build_args: tuple[str, ...]) -> str:
+    key = _digest(image_id(base), _files_digest(LAUNCHER_INPUTS), *build_args)
+    ref = f"localhost/{name}:{key}"
     if exists(ref):
         return ref
     result = subprocess.run(
-        [str(REPO / "scripts" / "build-image.sh"), base, ref, "--label", f"heygem.test.inputs={key}"],
+        [str(REPO / "scripts" / "build-image.sh"), base, ref, "--label", f"heygem.test.inputs={key}", *build_args],
         # podman's own configuration, as a user on a stock Debian has it (no unqualified-search registries, its
         # default ulimits): the build must need nothing of the tests' containers.conf, which only `run` needs here.
         env={**os.environ, "PYTHON": sys.executable, "HEYGEM_BUILD_ENGINE": "podman"},
@@ -169,5 +194,5 @@ def launcher_image() -> str:
     )
     if result.returncode != 0:
         raise RuntimeError(f"scripts/build-image.sh exited {result.returncode}: {result.stderr[-3000:]}")
-    _forget_other_tags("localhost/heygem-launch-test", ref)
+    _forget_other_tags(f"localhost/{name}", ref)
     return ref

@@ -186,3 +186,32 @@ def test_every_image_is_named_in_full() -> None:
     assert ("compose.yml", "localhost/heygem-launch:latest") in found
     short = [(where, image) for where, image in found if not fully_qualified(image)]
     assert not short, short
+
+
+def test_restart_policies_do_not_loop_on_a_permanent_refusal() -> None:
+    """69 (no usable GPU or CUDA library) and 78 (a bad setting) do not go away by themselves: `always` and
+    `unless-stopped` would run the preflight again and again. Docker cannot exclude exit codes: a bounded
+    `on-failure`. compose.yml had `unless-stopped`."""
+    for name in ("compose.yml", "compose.gen-video.yml"):
+        for service in yaml.safe_load((REPO / "docker" / name).read_text())["services"].values():
+            policy = service["restart"]
+            assert policy.startswith("on-failure:") and 0 < int(policy.split(":")[1]) <= 5, (name, policy)
+
+
+def test_gen_video_compose_mirrors_the_official_service_with_the_launcher_in_front() -> None:
+    """duixcom/Duix-Avatar's `duix-avatar-gen-video` (FIELD-heygem-ai.md section 3): the GPU reserved, shm 8g,
+    the allocator setting, /code/data, 8383; plus the probes as healthcheck and the service's command as the
+    launcher's app command."""
+    service = yaml.safe_load((REPO / "docker" / "compose.gen-video.yml").read_text())["services"][
+        "duix-avatar-gen-video"
+    ]
+    devices = service["deploy"]["resources"]["reservations"]["devices"]
+    assert "gpu" in devices[0]["capabilities"]
+    assert service["shm_size"] == "8gb" and "${HEYGEM_PORT:-8383}:8383" in service["ports"]
+    assert any(volume.endswith(":/code/data") for volume in service["volumes"])
+    env = service["environment"]
+    assert env["HEYGEM_APP_COMMAND"] == "python app_local.py" and env["HEYGEM_APP_PORT"] == "8383"
+    assert env["PYTORCH_CUDA_ALLOC_CONF"] == "max_split_size_mb:512"
+    assert service["healthcheck"]["test"] == ["CMD", "heygem-launch", "probe", "ready"]
+    assert int(service["stop_grace_period"].rstrip("s")) > 8
+    assert service["image"].startswith("${HEYGEM_IMAGE:-localhost/")

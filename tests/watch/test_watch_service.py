@@ -245,7 +245,9 @@ def test_onnxruntimes_own_fallback_line_stops_the_app(launch_service) -> None:
     pids = [info["pid"], *info["workers"]]
     service.get("/emit/ep-error")  # the Python layer's print, on stdout: PYTHONUNBUFFERED brings it at once
     assert service.wait(timeout=20) == 69
-    assert "REFUSED [provider_not_used]" in service.stderr() and "EP Error" in service.stderr()
+    # The decisive line: `EP Error` alone precedes any retry, also one on CUDA again (issue 17).
+    assert "REFUSED [provider_not_used]" in service.stderr()
+    assert "Falling back to ['CPUExecutionProvider']" in service.stderr()
     assert all(gone(pid) for pid in pids)
 
 

@@ -214,7 +214,6 @@ def test_ready_needs_both_worker_markers_and_no_stdout() -> None:
         "libonnxruntime_providers_cuda.so with error: libcudnn.so.8: cannot open shared object file",
         "2025-11-09 17:20:00.001000123 [W:onnxruntime:Default, onnxruntime_pybind_state.cc:640 "
         "CreateExecutionProviderInstance] Failed to create CUDAExecutionProvider. Please reference ...",
-        "EP Error CUDA failure 35: CUDA driver version is insufficient when using ['CUDAExecutionProvider']",
         "Falling back to ['CPUExecutionProvider'] and retrying.",
         "/x/onnxruntime_inference_collection.py:69: UserWarning: Specified provider 'CUDAExecutionProvider' is not "
         "in available provider names.Available providers: 'CPUExecutionProvider'",
@@ -228,6 +227,20 @@ def test_onnxruntimes_own_fallback_lines(text: str) -> None:
     assert watchdog(guard=False).feed(text, 5, "output") == []
     (warned,) = watchdog(HEYGEM_ON_CPU_FALLBACK="warn").feed(text, 5, "output")
     assert warned.action == WARN
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "EP Error CUDA failure 35: CUDA driver version is insufficient when using ['CUDAExecutionProvider']",
+        "Falling back to ['CUDAExecutionProvider', 'CPUExecutionProvider'] and retrying.",
+    ],
+)
+def test_ep_error_alone_is_no_cpu_fallback(text: str) -> None:
+    """ONNX Runtime's Python layer prints `EP Error` before every retry; onnxruntime-gpu retries on CUDA again,
+    which fails the same way and kills HeyGem.ai's worker (#471, #526, #592; duix-replay 03): the app is not
+    ready, nothing runs on the CPU. Before, `^EP Error ` alone stopped the app with provider_not_used (69)."""
+    assert watchdog().feed(text, 5, "output") == []
 
 
 def test_fallback_words_inside_a_record_are_user_text() -> None:
