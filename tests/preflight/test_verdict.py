@@ -252,7 +252,7 @@ def test_cudnn_needed_at_load_time_by_116() -> None:
     )
     v = decide_with(build=BUILD_116, libraries=rows)
     assert v.cause == causes.CUDNN_MISSING
-    assert "NEEDs it" in v.message and "cuDNN 8" in v.message
+    assert "NEEDs libcudnn.so.8, so the provider does not load at all" in v.message and "cuDNN 8" in v.message
     assert "'nvidia-cudnn-cu11==8.*'" in v.fix and "cudnn=8" in v.fix
 
 
