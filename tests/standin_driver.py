@@ -3,9 +3,11 @@ from tests/standin/*.c (cached like tests/stubelf.py's), answering from a settin
 
 - `libnvidia-ml.so.1` answers nvidia-ml-py (the launcher's NVML inventory and GPU health) from `StandInGpu`s.
 - `libcuda.so.1`'s cuInit returns `cu_init`, so that NVIDIA's real libcudart, and onnxruntime-gpu 1.16.3 over it,
-  print CUDA's own text for that code (100, 802, 804, 999, 46...). What does not work: the CUDA 12 runtime of
-  onnxruntime-gpu 1.20 crashes in it (it wants the driver's private export tables), and 1.31's provider imports
-  driver symbols it does not export; tests that use it run 1.16.3.
+  print CUDA's own text for that code (100, 802, 804, 999, 46...). What does not work: with it on the path,
+  onnxruntime-gpu 1.20 (CUDA 12) loads its provider, whose static initialisers then crash in one of tests/stubelf.py's
+  cuDNN/cuBLAS stand-ins (a function returning 0 where a pointer is expected; gdb: SIGSEGV in the provider under
+  dl-init's call_init), and 1.31's provider imports driver symbols (cuTensorMapEncodeTiled...) it does not export;
+  the tests that use it run 1.16.3.
 
 It stands in for the driver only, never for the library table: the launcher still resolves every CUDA library
 itself. Use: `folder = install(tmp_path / "driver", StandInDriver(gpus=(StandInGpu(compute_mode=2),)))`, then put

@@ -5,8 +5,8 @@
  * libcudart 11.x/12.x reaches the driver through dlsym("cuGetProcAddress") and then asks it for every entry point
  * (seen with libcudart 11.8: cuGetProcAddress itself, cuInit, then cuDriverGetVersion through the returned one);
  * everything but those answers CUDA_ERROR_NOT_INITIALIZED, which no test gets to before cuInit has failed.
- * Known to work under onnxruntime-gpu 1.16.3 (CUDA 11.8). The CUDA 12 runtime of 1.20 crashes in it (it wants the
- * driver's private export tables, cuGetExportTable), and 1.31's provider imports driver symbols this file does not
+ * Known to work under onnxruntime-gpu 1.16.3 (CUDA 11.8). With it, 1.20's provider loads and its static initialisers
+ * crash in tests/stubelf.py's cuDNN/cuBLAS stand-ins; 1.31's provider imports driver symbols this file does not
  * export (cuTensorMapEncodeTiled...): see tests/standin_driver.py.
  */
 #include "settings.h"
