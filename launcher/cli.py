@@ -17,7 +17,7 @@ import click
 from launcher import exitcodes
 from launcher.config.settings import Settings, load_settings
 from launcher.config.specs import SPECS
-from launcher.errors import ConfigError, LaunchError
+from launcher.errors import ConfigError, LaunchError, one_line
 from launcher.system.rundir import RunDir
 
 # Command-line option -> setting key; flags are the top layer of the settings.
@@ -114,7 +114,7 @@ def _check(settings: Settings, as_json: bool) -> int:
 
     if not as_json:
         for warning in settings.warnings:
-            click.echo(f"heygem-launch: warning: {warning}", err=True)
+            click.echo(f"heygem-launch: warning: {one_line(warning)}", err=True)
     try:
         with interruptible():
             probed = fleet_preflight(settings, os.environ, start=False)
@@ -177,7 +177,7 @@ def _run(settings: Settings, flags: dict[str, str | None]) -> int:
     from launcher.service.startchecks import check_before_preflight
 
     for warning in settings.warnings:
-        click.echo(f"heygem-launch: warning: {warning}", err=True)
+        click.echo(f"heygem-launch: warning: {one_line(warning)}", err=True)
     # What needs no probe is refused first, in one line (78), not after seconds of preflight and its report.
     check_before_preflight(settings, os.environ)
     if settings.preflight == "skip":
@@ -376,6 +376,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # a bug of ours: one line, not a traceback, unless asked for
         if os.environ.get("HEYGEM_DEBUG"):
             raise
-        click.echo(f"heygem-launch: internal error: {type(exc).__name__}: {exc} (HEYGEM_DEBUG=1 shows more)", err=True)
+        line = one_line(f"{type(exc).__name__}: {exc}")
+        click.echo(f"heygem-launch: internal error: {line} (HEYGEM_DEBUG=1 shows more)", err=True)
         sys.exit(exitcodes.SOFTWARE)
     sys.exit(exitcodes.OK)

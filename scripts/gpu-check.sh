@@ -31,6 +31,26 @@ export HEYGEM_TEST_PROVIDER_STUB="$PWD/$carry/provider-stub.so"
 # The preflight checks the app command; the repo root has no app.py.
 export HEYGEM_APP_COMMAND="python3 -c pass"
 echo "== nvidia-smi"; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
+echo "== GPU health (NVML as the launcher reads it, and launcher/preflight/gpuhealth.py's findings)"
+timeout 60 python3 - <<'PY' || true
+from launcher.preflight.gpuhealth import assess
+from launcher.system import gpu
+
+inventory = gpu.inventory()
+print(f"driver {inventory.driver_version}, CUDA {inventory.cuda_driver_version}" if inventory.available else inventory.reason)
+for g in inventory.gpus:
+    print(
+        f"[{g.index}] {g.name} {g.uuid}: compute mode {g.compute_mode}, free {g.memory_free_mib}/{g.memory_total_mib} MiB, "
+        f"processes {list(g.process_pids)}, retired pages pending {g.retired_pages_pending}, "
+        f"row remap pending {g.remapped_rows_pending} failed {g.remapped_rows_failure}, "
+        f"volatile uncorrectable ECC {g.ecc_volatile_uncorrected}, clocks event reasons {g.clocks_event_reasons}, "
+        f"MIG {g.mig_mode}, recovery action {g.recovery_action}"
+    )
+    for finding in assess(g) or ():
+        print("    " + finding.line())
+    if not assess(g):
+        print("    healthy: no condition of the table holds")
+PY
 echo "== pytest -m gpu"
 status=0
 timeout 300 python3 -m pytest -p no:cacheprovider -m gpu -v -s tests/system/test_gpu.py || status=$?

@@ -25,6 +25,8 @@ from launcher.commands.status import status
 from launcher.config.masking import mask_env
 from launcher.config.settings import Settings
 from launcher.preflight.fleet import FleetCheck, fleet_preflight
+from launcher.preflight.gpuhealth import assess
+from launcher.preflight.report import gpu_lines
 from launcher.system import gpu, procs
 from launcher.system.rundir import RunDir
 from launcher.watch.dialects import Dialect, tables
@@ -53,6 +55,7 @@ class Doctor:
     app_gpu: list[procs.GpuUse]
     app_ort: list[procs.OrtUse]
     log: dict[str, Any]
+    memory_min_mib: int | None = None  # HEYGEM_GPU_MEMORY_MIN, for the health findings
     conclusion: str = ""
     problem: bool = False
     notes: list[str] = field(default_factory=list)
@@ -62,6 +65,8 @@ class Doctor:
             "problem": self.problem,
             "conclusion": self.conclusion,
             "gpus": self.gpus.as_dict(),
+            # Every GPU's health, as the preflight's table finds it (the fresh preflight refuses on its app's GPU).
+            "gpu_health": [f.as_dict() for g in self.gpus.gpus for f in assess(g, self.memory_min_mib)],
             "service": self.service,
             "app": {
                 "pid": self.app_pid,
@@ -295,6 +300,7 @@ def run_doctor(settings: Settings, environ: dict[str, str]) -> Doctor:
         uses,
         ort,
         scan_log(settings, since, outputs, app_env.get("TZ")),
+        settings.gpu_memory_min_mib,
     )
     d.problem, d.conclusion = conclude(d, settings)
     return d
@@ -308,18 +314,10 @@ def _service_preflight(pre: dict[str, Any]) -> str:
 
 
 def _gpu_lines(d: Doctor) -> list[str]:
-    lines = ["GPUs"]
+    """NVML's table and each GPU's health, as the preflight's report shows them (`!!` refuses, `!` warns)."""
     if not d.gpus.available:
-        return [*lines, f"  none: {d.gpus.reason}"]
-    lines.append(f"  driver {d.gpus.driver_version}, CUDA {d.gpus.cuda_driver_version}")
-    return lines + (
-        [
-            f"  [{g.index}] {g.name}: util {g.utilization_percent}%, {g.memory_used_mib}/{g.memory_total_mib} "
-            f"MiB, {g.processes} processes"
-            for g in d.gpus.gpus
-        ]
-        or ["  none visible"]
-    )
+        return ["GPUs", f"  none: {d.gpus.reason}"]
+    return ["GPUs", *(line.replace("GPUs: ", "  ", 1) for line in gpu_lines(d.gpus, d.memory_min_mib)[1:])]
 
 
 def _service_lines(d: Doctor) -> list[str]:

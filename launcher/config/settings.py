@@ -48,6 +48,7 @@ class Settings:
     app_port: int | None
     gpus: GpuSelection | None
     gpu_policy: str
+    gpu_memory_min_mib: int | None
     metrics_port: int | None
     preflight: str
     stall_seconds: float

@@ -150,6 +150,16 @@ def _size(raw: str) -> int:
     return int(match.group(1)) * units[match.group(2) or ""]
 
 
+def _memory_mib(raw: str) -> int | None:
+    """HEYGEM_GPU_MEMORY_MIN: a size (10GB, 512MB) in whole MiB; None when empty (not set)."""
+    if not raw:
+        return None
+    size = _size(raw)
+    if size < 2**20:
+        raise ValueError("must be a size of at least 1MB, such as 6GB")
+    return size // 2**20
+
+
 @dataclass(frozen=True)
 class Spec:
     key: str
@@ -280,6 +290,13 @@ SPECS: tuple[Spec, ...] = (
         lambda: "all",
         "with HEYGEM_GPUS: all: refuse to start unless every GPU passes the preflight; any: start the apps whose "
         "GPU passed and report the others",
+    ),
+    Spec(
+        "HEYGEM_GPU_MEMORY_MIN",
+        "gpu_memory_min_mib",
+        _memory_mib,
+        lambda: "",
+        "free GPU memory the app needs (e.g. 6GB): the preflight refuses a GPU with less; empty: it warns below 2GB",
     ),
     Spec(
         "HEYGEM_METRICS_PORT",

@@ -18,6 +18,12 @@ WRONG_RESULT = "wrong_result"
 PROBE_TIMEOUT = "probe_timeout"
 PROBE_FAILED = "probe_failed"
 PROVIDER_NOT_USED = "provider_not_used"
+CUDA_LIBRARY_CONFLICT = "cuda_library_conflict"
+CUDA_FORWARD_COMPAT = "cuda_forward_compat"
+GPU_SYSTEM_NOT_READY = "gpu_system_not_ready"
+GPU_UNAVAILABLE = "gpu_unavailable"
+GPU_UNHEALTHY = "gpu_unhealthy"
+GPU_MEMORY_LOW = "gpu_memory_low"
 # Not the provider: it passed, but the app cannot start as configured (`--check-only` only; exit 78).
 CONFIG_ERROR = "config_error"
 
@@ -72,7 +78,36 @@ _TEMPLATES: dict[str, tuple[str, str]] = {
     ),
     PROBE_FAILED: (
         "the probe failed: {detail}",
-        "run `{python} -c 'import onnxruntime'` in the app dir and fix the error it shows",
+        "{probe_fix}",
+    ),
+    CUDA_LIBRARY_CONFLICT: (
+        "{soname} resolves to {path}, which lacks {what} that {build} needs: that copy is another release"
+        "{copies}{driver_step}",
+        "{conflict_fix}{driver_fix}",
+    ),
+    CUDA_FORWARD_COMPAT: (
+        "CUDA error 804 ({cuda_text}): libcuda.so.1 resolves to {libcuda}, a forward-compatibility driver (NVIDIA's "
+        "CUDA compat package), which only data-centre GPUs support{gpus}",
+        "take {folder} off the library path ({where}) so that the host's own libcuda.so.1, which the NVIDIA runtime "
+        "mounts, is used; forward compatibility is for data-centre GPUs only",
+    ),
+    GPU_SYSTEM_NOT_READY: (
+        "CUDA error 802 ({cuda_text}): the system is not ready for CUDA work; on NVSwitch systems (HGX, DGX) the "
+        "NVIDIA Fabric Manager is not running{gpus}",
+        "on the host start the Fabric Manager of the driver's version ({driver_version}): "
+        "`systemctl enable --now nvidia-fabricmanager`, then check `nvidia-smi -q | grep -A2 Fabric`",
+    ),
+    GPU_UNAVAILABLE: (
+        "CUDA error {code} ({cuda_text}): {why}",
+        "{unavailable_fix}",
+    ),
+    GPU_UNHEALTHY: (
+        "GPU {gpu}: {finding}",
+        "{finding_fix}",
+    ),
+    GPU_MEMORY_LOW: (
+        "GPU {gpu}: {finding}",
+        "{finding_fix}",
     ),
     PROVIDER_NOT_USED: (
         "the probe did not run on {required}: {detail}",
@@ -81,6 +116,16 @@ _TEMPLATES: dict[str, tuple[str, str]] = {
 }
 
 ALL = tuple(_TEMPLATES)
+
+# CUDA's own error codes at start, as ORT prints them ("CUDA failure 804: ..."), and the cause each is: the runtime's
+# cudaError_t values (CUDA Runtime API reference, "Data types used by CUDA Runtime", cudaError); the driver's
+# CUresult has the same numbers for these. 35 (no driver, or too old) and 100 (no device) have causes of their own.
+CUDA_ERRORS: dict[int, tuple[str, str]] = {
+    46: ("cudaErrorDevicesUnavailable", GPU_UNAVAILABLE),
+    802: ("cudaErrorSystemNotReady", GPU_SYSTEM_NOT_READY),
+    804: ("cudaErrorCompatNotSupportedOnDevice", CUDA_FORWARD_COMPAT),
+    999: ("cudaErrorUnknown", GPU_UNAVAILABLE),
+}
 
 
 def keys(cause_id: str) -> set[str]:

@@ -16,10 +16,10 @@ from launcher.errors import ConfigError
 from launcher.preflight import causes
 from launcher.preflight.appcommand import check_app_command
 from launcher.preflight.appenv import AppEnvironment, prepare_environment
-from launcher.preflight.libresolve import resolve
+from launcher.preflight.libresolve import candidates, dangling, defines, resolve
 from launcher.preflight.ortbuild import OrtBuild, find_build, required_libraries
 from launcher.preflight.probe import ProbeResult, ProbeRun
-from launcher.preflight.verdict import CPU, LibraryRow, Verdict, decide
+from launcher.preflight.verdict import CPU, LibraryRow, Verdict, decide, symbol_error
 from launcher.system import gpu
 
 
@@ -119,10 +119,25 @@ def _without_traceback(report: Mapping[str, Any]) -> dict[str, Any]:
 def library_table(build: OrtBuild | None, entries: tuple[str, ...]) -> tuple[LibraryRow, ...]:
     if build is None or build.provider_lib is None:
         return ()
-    return tuple(
-        LibraryRow(lib.name, lib.kind, lib.how, lib.optional, path=resolve(lib.name, entries, build.machine))
-        for lib in required_libraries(build)
-    )
+    rows = []
+    for lib in required_libraries(build):
+        path = resolve(lib.name, entries, build.machine)
+        broken = dangling(lib.name, entries) if path is None else None
+        rows.append(LibraryRow(lib.name, lib.kind, lib.how, lib.optional, path=path, dangling=broken))
+    return tuple(rows)
+
+
+def library_copies(
+    output: str, libraries: tuple[LibraryRow, ...], entries: tuple[str, ...], machine: str | None
+) -> dict[str, list[tuple[str, bool | None]]]:
+    """For a library the loader refused for a missing symbol: every copy on the path, and whether it has it."""
+    error = symbol_error(output, libraries)
+    if error is None:
+        return {}
+    found = candidates(error.soname, entries, machine)
+    if error.path and error.path not in found:
+        found.insert(0, error.path)
+    return {error.soname: [(path, defines(path, error.symbol or "", error.version)) for path in found]}
 
 
 def skipped_preflight(settings: Settings, environ: Mapping[str, str]) -> CheckResult:
@@ -164,5 +179,17 @@ def run_preflight(settings: Settings, environ: Mapping[str, str], *, start: bool
         probe_run.kill()
         raise
     probe = probe_run.wait()
-    verdict = decide(settings.require_provider, build, libraries, inventory, app.env, probe, str(app.conda.python))
+    entries = app.library_path.entries
+    copies = library_copies(probe.output, libraries, entries, build.machine if build else None)
+    verdict = decide(
+        settings.require_provider,
+        build,
+        libraries,
+        inventory,
+        app.env,
+        probe,
+        str(app.conda.python),
+        memory_min_mib=settings.gpu_memory_min_mib,
+        copies=copies,
+    )
     return CheckResult(verdict, settings, app, build, libraries, inventory, probe, config_error=config_error)

@@ -96,7 +96,7 @@ class FleetCheck:
             others = f" ({len(self.failing) - 1} more GPU(s) refused too)" if len(self.failing) > 1 else ""
             message = f"{first.instance.gpu_label}: {v.message}{others}; {policy} needs "
             message += "every GPU to pass" if self.settings.gpu_policy == "all" else "at least one GPU to pass"
-            return Verdict(False, v.cause, message, v.fix, v.notes)
+            return Verdict(False, v.cause, message, v.fix, v.notes, health=v.health)
         if self.skipped:
             message = f"preflight skipped (HEYGEM_PREFLIGHT=skip) for {total} GPUs: nothing was checked"
             return Verdict(True, None, message, "", skipped=True)

@@ -58,3 +58,65 @@ def resolve(soname: str, library_path: Iterable[str], machine: str | None) -> st
         if os.path.exists(candidate) and (machine is None or elf_machine(Path(candidate)) == machine):
             return candidate
     return None
+
+
+def candidates(soname: str, library_path: Iterable[str], machine: str | None) -> list[str]:
+    """Every file the loader would consider for `soname`, in its order (the first is the one it takes), without
+    repeats of one file; files of another architecture left out, as the loader skips them."""
+    found: list[str] = []
+    seen: set[str] = set()
+    every = [os.path.join(folder, soname) for folder in library_path] + list(ld_cache().get(soname, ()))
+    for candidate in every + [os.path.join(folder, soname) for folder in DEFAULT_DIRS]:
+        real = os.path.realpath(candidate)
+        if real in seen or not os.path.exists(candidate):
+            continue
+        seen.add(real)
+        if machine is None or elf_machine(Path(candidate)) == machine:
+            found.append(candidate)
+    return found
+
+
+def dangling(soname: str, library_path: Iterable[str]) -> str | None:
+    """`PATH -> TARGET` for the first link named `soname` on the path whose target does not exist (the loader
+    passes it by as if it were not there); None when there is none."""
+    for folder in library_path:
+        candidate = os.path.join(folder, soname)
+        if os.path.islink(candidate) and not os.path.exists(candidate):
+            try:
+                return f"{candidate} -> {os.readlink(candidate)}"
+            except OSError:
+                return f"{candidate} -> ?"
+    return None
+
+
+def defines(path: str, symbol: str, version: str | None) -> bool | None:
+    """Whether the ELF file at `path` defines `symbol` (in the version node `version`, when given) in its dynamic
+    symbol table, or with `symbol` empty whether it has the version node; None when it cannot be read."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.gnuversions import GNUVerDefSection, GNUVerSymSection
+
+    try:
+        with open(path, "rb") as handle:
+            elf = ELFFile(handle)
+            names: dict[int, str] = {}
+            versym = None
+            for section in elf.iter_sections():
+                if isinstance(section, GNUVerDefSection):
+                    names = {vd.entry.vd_ndx: next(aux).name for vd, aux in section.iter_versions()}
+                elif isinstance(section, GNUVerSymSection):
+                    versym = section
+            if not symbol:  # only the version node was missing
+                return version in names.values()
+            dynsym = elf.get_section_by_name(".dynsym")
+            for index, sym in enumerate(dynsym.iter_symbols() if dynsym is not None else ()):
+                if sym.name != symbol or sym.entry.st_shndx == "SHN_UNDEF":
+                    continue
+                if version is None or versym is None:
+                    return True
+                ndx = versym.get_symbol(index).entry.ndx
+                if isinstance(ndx, int) and names.get(ndx & 0x7FFF) == version:
+                    return True
+            return False
+    except (OSError, ELFError, StopIteration):
+        return None

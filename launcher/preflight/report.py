@@ -7,7 +7,9 @@ from typing import Any
 
 from launcher.preflight.check import CheckResult
 from launcher.preflight.fleet import FleetCheck
+from launcher.preflight.gpuhealth import assess
 from launcher.preflight.probe import excerpt
+from launcher.system.gpu import Inventory
 
 # Settings that decide the check; the others are shown when they are not at their default (all in --json).
 _CHECK_SETTINGS = (
@@ -34,6 +36,8 @@ _SHOWN_ENV = (
 
 
 def _missing(row: dict[str, Any]) -> str:
+    if row.get("dangling"):
+        return f"MISSING (a dangling link: {row['dangling']})"
     if not row["optional"]:
         return "MISSING"
     return "MISSING (libcudnn opens it when a Conv runs)" if row["kind"] == "cudnn" else "MISSING (FFT ops only)"
@@ -46,7 +50,7 @@ def to_json(data: dict[str, Any]) -> str:
 def render_check(result: CheckResult) -> str:
     data = result.as_dict()
     lines = _settings_lines(result, data) + _environment_lines(result, data) + _onnxruntime_lines(result, data)
-    lines += _gpu_lines(data)
+    lines += gpu_lines(result.gpus, result.settings.gpu_memory_min_mib)
     if data["probe"]["report"].get("skipped"):
         return "\n".join([*lines, "", "Probe: SKIPPED (HEYGEM_PREFLIGHT=skip)", "", f"OK?: {data['message']}"])
     lines += _probe_lines(result, data)
@@ -100,17 +104,17 @@ def _onnxruntime_lines(result: CheckResult, data: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _gpu_lines(data: dict[str, Any]) -> list[str]:
-    gpus = data["gpus"]
-    if not gpus["available"]:
-        return ["", f"GPUs: none ({gpus['reason']})"]
-    lines = ["", f"GPUs: driver {gpus['driver_version']}, supports CUDA {gpus['cuda_driver_version']}"]
-    for g in gpus["gpus"]:
+def gpu_lines(inventory: Inventory, memory_min_mib: int | None) -> list[str]:
+    """The GPU table, each GPU's health findings under it (one line each: `!!` refuses, `!` warns)."""
+    if not inventory.available:
+        return ["", f"GPUs: none ({inventory.reason})"]
+    lines = ["", f"GPUs: driver {inventory.driver_version}, supports CUDA {inventory.cuda_driver_version}"]
+    for g in inventory.gpus:
         lines.append(
-            f"  [{g['index']}] {g['name']}  {g['memory_used_mib']}/{g['memory_total_mib']} MiB  "
-            f"util {g['utilization_percent']}%"
+            f"  [{g.index}] {g.name}  {g.memory_used_mib}/{g.memory_total_mib} MiB  util {g.utilization_percent}%"
         )
-    if not gpus["gpus"]:
+        lines += [f"      {'!!' if f.refuse else '!'} {f.condition}: {f.message}" for f in assess(g, memory_min_mib)]
+    if not inventory.gpus:
         lines.append("  none visible")
     return lines
 

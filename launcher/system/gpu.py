@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
 @dataclass(frozen=True)
 class Gpu:
+    """One GPU as NVML reports it. The health fields are None where NVML does not support the query on this GPU
+    (a GeForce has no ECC; row remapping came with Ampere; the recovery action with driver R570)."""
+
     index: int
     name: str
     uuid: str
@@ -15,6 +19,16 @@ class Gpu:
     memory_used_mib: int
     utilization_percent: int | None
     processes: int | None
+    memory_free_mib: int | None = None
+    process_pids: tuple[int, ...] = ()  # NVML's compute processes on it (host PIDs)
+    compute_mode: int | None = None  # NVML_COMPUTEMODE_*: 0 default, 1 exclusive thread, 2 prohibited, 3 excl. process
+    retired_pages_pending: bool | None = None  # nvmlDeviceGetRetiredPagesPendingStatus
+    remapped_rows_pending: bool | None = None  # nvmlDeviceGetRemappedRows: a remap waits for a GPU reset
+    remapped_rows_failure: bool | None = None  # ... a remap failed
+    ecc_volatile_uncorrected: int | None = None  # nvmlDeviceGetTotalEccErrors(UNCORRECTED, VOLATILE_ECC)
+    clocks_event_reasons: int | None = None  # nvmlDeviceGetCurrentClocksEventReasons, a bit mask
+    mig_mode: int | None = None  # nvmlDeviceGetMigMode's current mode: 1 enabled
+    recovery_action: int | None = None  # NVML_FI_DEV_GET_GPU_RECOVERY_ACTION: 0 none, 1 GPU reset, 2 node reboot...
 
 
 @dataclass(frozen=True)
@@ -37,6 +51,59 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _optional(pynvml: Any, query: Callable[[], Any]) -> Any:
+    """A query's answer, or None where NVML does not support it on this GPU (or fails it alone)."""
+    try:
+        return query()
+    except pynvml.NVMLError:
+        return None
+
+
+def _recovery_action(pynvml: Any, handle: Any) -> int | None:
+    """The driver's recovery action (NVML_FI_DEV_GET_GPU_RECOVERY_ACTION, drivers R570 and later; source: NVML API
+    reference, "Field Value Queries" and nvmlDeviceGpuRecoveryAction_t); None where the driver has no such field."""
+    field_id = getattr(pynvml, "NVML_FI_DEV_GET_GPU_RECOVERY_ACTION", None)
+    if field_id is None:
+        return None
+    value = _optional(pynvml, lambda: pynvml.nvmlDeviceGetFieldValues(handle, [field_id])[0])
+    return None if value is None or value.nvmlReturn != pynvml.NVML_SUCCESS else int(value.value.uiVal)
+
+
+def _device(pynvml: Any, index: int) -> Gpu:
+    """One GPU's figures and health (raises NVMLError when the GPU cannot be read at all: no handle, no memory)."""
+    handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+    memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+    pids = _optional(pynvml, lambda: tuple(p.pid for p in pynvml.nvmlDeviceGetComputeRunningProcesses(handle)))
+    remapped = _optional(pynvml, lambda: pynvml.nvmlDeviceGetRemappedRows(handle))
+    pending = _optional(pynvml, lambda: pynvml.nvmlDeviceGetRetiredPagesPendingStatus(handle))
+    ecc = _optional(
+        pynvml,
+        lambda: pynvml.nvmlDeviceGetTotalEccErrors(
+            handle, pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, pynvml.NVML_VOLATILE_ECC
+        ),
+    )
+    mig = _optional(pynvml, lambda: pynvml.nvmlDeviceGetMigMode(handle))
+    return Gpu(
+        index,
+        _text(pynvml.nvmlDeviceGetName(handle)),
+        _text(pynvml.nvmlDeviceGetUUID(handle)),
+        memory.total // 2**20,
+        memory.used // 2**20,
+        _optional(pynvml, lambda: pynvml.nvmlDeviceGetUtilizationRates(handle).gpu),
+        None if pids is None else len(pids),
+        memory.free // 2**20,
+        pids or (),
+        _optional(pynvml, lambda: pynvml.nvmlDeviceGetComputeMode(handle)),
+        None if pending is None else bool(pending),
+        None if remapped is None else bool(remapped[2]),
+        None if remapped is None else bool(remapped[3]),
+        ecc,
+        _optional(pynvml, lambda: pynvml.nvmlDeviceGetCurrentClocksEventReasons(handle)),
+        None if mig is None else int(mig[0]),
+        _recovery_action(pynvml, handle),
+    )
+
+
 def inventory() -> Inventory:
     try:
         import pynvml  # ctypes over libnvidia-ml.so.1; cheap, and only needed here
@@ -52,30 +119,8 @@ def inventory() -> Inventory:
     try:
         driver = _text(pynvml.nvmlSystemGetDriverVersion())
         cuda = pynvml.nvmlSystemGetCudaDriverVersion_v2()
-        gpus = []
-        for index in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            try:
-                utilization: int | None = pynvml.nvmlDeviceGetUtilizationRates(handle).gpu
-            except pynvml.NVMLError:
-                utilization = None
-            try:
-                processes: int | None = len(pynvml.nvmlDeviceGetComputeRunningProcesses(handle))
-            except pynvml.NVMLError:
-                processes = None
-            gpus.append(
-                Gpu(
-                    index,
-                    _text(pynvml.nvmlDeviceGetName(handle)),
-                    _text(pynvml.nvmlDeviceGetUUID(handle)),
-                    memory.total // 2**20,
-                    memory.used // 2**20,
-                    utilization,
-                    processes,
-                )
-            )
-        return Inventory(True, "", driver, f"{cuda // 1000}.{cuda % 1000 // 10}", tuple(gpus))
+        gpus = tuple(_device(pynvml, index) for index in range(pynvml.nvmlDeviceGetCount()))
+        return Inventory(True, "", driver, f"{cuda // 1000}.{cuda % 1000 // 10}", gpus)
     except pynvml.NVMLError as exc:
         return Inventory(False, f"NVML query failed: {exc}")
     finally:

@@ -168,9 +168,11 @@ def ort_use(pid: int) -> OrtUse | None:
 
 
 def command_line(pid: int) -> str:
+    """A process's command line on one line: its arguments joined by spaces, and any whitespace in them (an
+    argument may hold newlines: `python -c` with a script) one space, so that a message quoting it stays one line."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            return " ".join(handle.read().replace(b"\0", b" ").decode(errors="replace").split())
     except OSError:
         return ""
 

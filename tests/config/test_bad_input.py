@@ -98,6 +98,8 @@ HANDED = [
     ("HEYGEM_START_RETRIES", "99999999999999999999", "whole number"),
     ("HEYGEM_STOP_GRACE", "1_0", "whole number"),
     ("HEYGEM_LOG_MAX_BYTES", "99999999999999GB", "size"),
+    ("HEYGEM_GPU_MEMORY_MIN", "6 GiB", "size"),
+    ("HEYGEM_GPU_MEMORY_MIN", "512KB", "at least 1MB"),
     ("HEYGEM_APP_COMMAND", "python 'app\n.py'", "newline"),
     ("HEYGEM_READY_MARKERS", "a\nb", "newline"),
     # Found by a newcomer pass: every marker and rule would be cut away, silently.

@@ -28,8 +28,8 @@ NEEDED_TOOLKIT = {  # a soname each build NEEDs, and NVIDIA's wheel that provide
     "1.31-cuda13": ("libcublasLt.so.13", "'nvidia-cublas==13.*'"),
 }
 CUDNN_WHEN = {  # 1.16 and 1.20 NEED cuDNN; 1.31 opens it at run time (FIELD.md section 3)
-    "1.16-py3.8": "NEEDs it",
-    "1.20-cuda12": "NEEDs it",
+    "1.16-py3.8": "so the provider does not load at all",
+    "1.20-cuda12": "so the provider does not load at all",
     "1.31-cuda13": "when a Conv first runs",
 }
 

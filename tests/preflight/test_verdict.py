@@ -252,7 +252,7 @@ def test_cudnn_needed_at_load_time_by_116() -> None:
     )
     v = decide_with(build=BUILD_116, libraries=rows)
     assert v.cause == causes.CUDNN_MISSING
-    assert "NEEDs it" in v.message and "cuDNN 8" in v.message
+    assert "NEEDs libcudnn.so.8, so the provider does not load at all" in v.message and "cuDNN 8" in v.message
     assert "'nvidia-cudnn-cu11==8.*'" in v.fix and "cudnn=8" in v.fix
 
 
@@ -335,3 +335,30 @@ def test_cudnn_missing_for_real(launch, cuda13_env: Path, tmp_path: Path) -> Non
     assert run.returncode == 69
     assert run.json["cause"] == causes.CUDNN_MISSING
     assert "libcudnn.so.9" in run.json["message"]
+
+
+def test_probe_failed_past_the_import_never_says_to_import_onnxruntime() -> None:
+    """Bug (mistralai/mistral-inference#144 and others): a CUDA error in create_session was told to
+    `python -c 'import onnxruntime'`, which works."""
+    report = {"stage": "create_session", "error": "CUDA failure 3: initialization error", "ort_version": "1.16.3"}
+    probe = ProbeResult(3, False, report, "CUDA failure 3: initialization error", 1.0)
+    v = decide_with(libraries=ALL_FOUND, probe=probe)
+    assert v.cause == causes.PROBE_FAILED and "import onnxruntime" not in v.fix
+    early = ProbeResult(3, False, {"stage": "import_onnxruntime", "error": "boom"}, "boom", 1.0)
+    assert "import onnxruntime" in decide_with(libraries=ALL_FOUND, probe=early).fix
+
+
+def test_gpu_health_table_is_pure_and_orders_refusals_first() -> None:
+    from launcher.preflight.gpuhealth import assess
+    from launcher.system.gpu import Gpu
+
+    g = Gpu(0, "GPU", "GPU-1", 24564, 24000, 0, 1, 564, (77,), 2, clocks_event_reasons=0x40)
+    found = assess(g)
+    assert [f.condition for f in found] == [
+        "compute_mode_prohibited",
+        "memory_low",
+        "thermal_slowdown",
+        "other_processes",
+    ]
+    assert [f.refuse for f in found] == [True, False, False, False]
+    assert assess(g, memory_min_mib=1024)[1].refuse  # HEYGEM_GPU_MEMORY_MIN set: a refusal

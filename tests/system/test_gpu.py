@@ -31,6 +31,16 @@ def test_nvml_inventory() -> None:
     assert all(g.memory_total_mib > 0 and g.name for g in INVENTORY.gpus)
 
 
+def test_nvml_health_of_the_real_gpu() -> None:
+    """The health fields every NVIDIA GPU answers (compute mode, free memory, clock-event reasons) are read; the
+    others may be None (not supported: ECC on a GeForce, row remapping before Ampere), and the table assesses them."""
+    from launcher.preflight.gpuhealth import assess
+
+    for g in INVENTORY.gpus:
+        assert g.compute_mode in (0, 1, 2, 3) and g.memory_free_mib is not None and g.clocks_event_reasons is not None
+        print(f"[{g.index}] {g.name}: {[f.line() for f in assess(g)] or 'healthy'}")
+
+
 def test_library_table_resolves_the_real_driver(tmp_path: Path) -> None:
     """A build layout with a stand-in provider library (real ELF, the 1.31 NEEDED entries); the driver's
     libcuda.so.1 and this interpreter's NVIDIA wheels are real."""
