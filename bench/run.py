@@ -23,6 +23,8 @@ preflight-gpus: `--check-only` with HEYGEM_GPUS=2 (two probes, each pinned to it
            to the end); target ratio <= 1.5: the second GPU must not cost a second preflight.
 long-lines: 1 GiB of 1 MiB lines into the app's log, then a queue-full line: the launcher's RSS growth
            (target < 5 MB) and the incident file's size (target < 1 MB).
+audit:     the session audit's cost in the app's processes: interpreter start (target < 5 ms), per session
+           creation, per run(), with against without, on 1.16.3 / Python 3.8 and 1.31 / 3.11.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
+from audit import bench_audit
 from service import bench_idle, bench_metrics, bench_respawn, bench_stop
 from watch import bench_detect, bench_flood, bench_long_lines, bench_probes
 
@@ -143,6 +146,7 @@ BENCHES: dict[str, Callable[[argparse.Namespace], dict[str, object]]] = {
     "flood": lambda a: bench_flood(min(a.idle_seconds, 30)),
     "metrics": lambda a: bench_metrics(),
     "long-lines": lambda a: bench_long_lines(),
+    "audit": lambda a: bench_audit(a.rounds),
 }
 
 

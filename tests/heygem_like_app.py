@@ -19,7 +19,10 @@ What it shares with the real app:
   fails, the task ends); `writer-fail` (the frame writer fails mid-task, the task ends); `fail-hang` (a
   failure line, then the task never ends). `GET /tasks` lists them.
 - ONNX Runtime (TEST_APP_ORT): `cpu` imports the real onnxruntime and runs a CPU session in every process
-  (it maps ONNX Runtime, not its CUDA provider); `cuda` also loads the real libonnxruntime_providers_cuda.so
+  (it maps ONNX Runtime, not its CUDA provider); `ask-cuda` asks for CUDA as HeyGem does
+  (`[("CUDAExecutionProvider", {"device_id": 0})]`), which ONNX Runtime turns into a CPU session on a machine
+  without CUDA; TEST_APP_SESSIONS sessions a process (default 1; each stamped in ./sessions-created.txt);
+  `cuda` also loads the real libonnxruntime_providers_cuda.so
   (against stand-in CUDA libraries on LD_LIBRARY_PATH), as a process of a working install maps it;
   TEST_APP_TORCH=1 maps a file named libcuda.so.1 in every process, as torch's CUDA context does.
 
@@ -84,6 +87,9 @@ def worker_line(message: str, level: int = logging.INFO) -> None:
     emit(level, message, "process.py", 108)
 
 
+CPU_PROVIDER = "CPUExecutionProvider"
+
+
 def load_onnxruntime() -> None:
     """What HeyGem's processes have of ONNX Runtime and CUDA, for /proc/PID/maps to show."""
     ort_mode = os.environ.get("TEST_APP_ORT", "none")
@@ -91,7 +97,14 @@ def load_onnxruntime() -> None:
         import onnxruntime
 
         model = os.environ.get("TEST_APP_MODEL", str(PROBE_MODEL))
-        _held.append(onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"]))
+        # HeyGem asks for CUDA alone, with a device id (FIELD.md section 2); `cpu` asks for the CPU.
+        providers = [("CUDAExecutionProvider", {"device_id": 0})] if ort_mode == "ask-cuda" else [CPU_PROVIDER]
+        for n in range(int(os.environ.get("TEST_APP_SESSIONS", "1"))):
+            with open("sessions-created.txt", "a") as stamps:  # when each was asked for, for the tests
+                stamps.write(f"{os.getpid()} {time.time()}\n")
+            session = onnxruntime.InferenceSession(model, providers=providers)
+            if n == 0:
+                _held.append(session)
         if ort_mode == "cuda":
             import ctypes
 

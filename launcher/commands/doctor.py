@@ -114,6 +114,8 @@ def _service(settings: Settings) -> tuple[dict[str, Any], int | None]:
         "uptime_s": app["uptime_s"],
         "restarts": app["restarts"],
         "last_incident": result.state.get("last_incident"),
+        # ONNX Runtime's own word on each session the apps' processes created (the session audit).
+        "sessions": result.sessions,
         # The preflight the service started the app with (skipped, with HEYGEM_PREFLIGHT=skip), not the fresh one.
         "preflight": result.state.get("preflight"),
         # Every app (one per GPU with HEYGEM_GPUS); the process checks below look at all of their groups.
@@ -225,6 +227,10 @@ def conclude(d: Doctor, settings: Settings) -> tuple[bool, str]:
     """The most likely cause, from what was found, most decisive first."""
     on_cuda = settings.require_provider != "CPUExecutionProvider"
     blocked = d.log.get("counts", {}).get("blocked", 0)
+    off_cuda = [s for s in d.service.get("sessions", []) if "CUDAExecutionProvider" not in (s.get("providers") or [])]
+    if d.app_pid and on_cuda and off_cuda:
+        named = "; ".join(f"{s['model']} (pid {s['pid']}): {s.get('providers') or s.get('error')}" for s in off_cuda)
+        return True, f"ONNX Runtime gave {len(off_cuda)} of the app's sessions no CUDA (its own word): {named}"
     if d.app_pid and on_cuda and (d.ort_on_cpu or d.log.get("counts", {}).get("onnxruntime_fallback")):
         why = (
             f"the app's environment fails the preflight: [{d.check.verdict.cause}] {d.check.verdict.message}"
@@ -352,7 +358,13 @@ def _process_lines(d: Doctor) -> list[str]:
         o = ort.get(use.pid)
         onnx = "" if o is None or not o.onnxruntime else ("ORT on CUDA; " if o.cuda_provider else "ORT ON THE CPU; ")
         lines.append(f"  pid {use.pid}: {onnx}{what}")
-    return lines if d.app_gpu else [*lines, "  no app process found"]
+    lines = lines if d.app_gpu else [*lines, "  no app process found"]
+    sessions = d.service.get("sessions") or []
+    lines += ["", "ONNX Runtime sessions (their own word; the lines above from /proc are a sign)"]
+    for session in sessions[-20:]:
+        got = ", ".join(session.get("providers") or []) or f"none: {session.get('error')}"
+        lines.append(f"  {session['model']} (pid {session['pid']}, {session['app']}): {got}")
+    return lines if sessions else [*lines, "  none reported (HEYGEM_SESSION_AUDIT=off, or no session yet)"]
 
 
 def _log_lines(d: Doctor) -> list[str]:

@@ -42,6 +42,13 @@ class Status:
         tasks = [{**t, "app": p["name"]} for p in self.programs for t in p.get("tasks") or []]
         return sorted(tasks, key=lambda t: t.get("started_at") or 0)
 
+    @property
+    def sessions(self) -> list[dict[str, Any]]:
+        """Every ONNX Runtime session the apps' processes reported (the session audit), oldest first."""
+        keys = ("app", "pid", "model", "requested", "providers", "error", "at")
+        found = [{k: s.get(k) for k in keys} for p in self.programs for s in p.get("sessions") or []]
+        return sorted(found, key=lambda s: s.get("at") or 0)
+
     def as_dict(self) -> dict[str, Any]:
         preflight = self.state.get("preflight") or {}
         return {
@@ -55,6 +62,7 @@ class Status:
             "incident": self.state.get("incident"),
             "last_incident": self.state.get("last_incident"),
             "tasks": self.tasks,
+            "sessions": self.sessions,
             "gpu_policy": self.state.get("gpu_policy"),
             "error": self.error or None,
         }
@@ -103,6 +111,7 @@ def _program(info: dict[str, Any] | None, app: dict[str, Any], state: dict[str, 
         "incident": app.get("incident") if info else None,
         "given_up": app.get("given_up"),
         "tasks": app.get("tasks", []) if info else [],
+        "sessions": app.get("sessions", []) if info else [],
     }
 
 
@@ -138,8 +147,18 @@ def render_status(result: Status) -> str:
     )
     if state.get("incident"):
         lines.append(f"  incident open: {state['incident'].get('kind')} ({state['incident'].get('snapshot')})")
+    lines += _session_lines(result.sessions)
     for task in result.tasks[-5 * max(1, len(result.programs)) :]:
         fps = f"{task['fps']:.2f} frames/s" if task.get("fps") is not None else "- frames/s"
         where = f" on {task['app']}" if "app" in task else ""
         lines.append(f"  task {task['code']}{where}: {task['outcome']}, {task['frames']} frames, {fps}")
     return "\n".join(lines)
+
+
+def _session_lines(sessions: list[dict[str, Any]]) -> list[str]:
+    """The last sessions, each with the provider ONNX Runtime gave it: proof of where the app's models run."""
+    lines = []
+    for session in sessions[-10:]:
+        got = ", ".join(session.get("providers") or []) or f"none: {session.get('error')}"
+        lines.append(f"  session {session.get('model')} (pid {session.get('pid')}, {session.get('app')}): {got}")
+    return lines

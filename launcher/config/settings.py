@@ -61,6 +61,7 @@ class Settings:
     line_max: int
     gpu_grace: float
     on_cpu_fallback: str
+    session_audit: bool
     ready_markers: tuple[str, ...]
     pattern_blocked: re.Pattern[str]
     pattern_failure: re.Pattern[str]

@@ -396,6 +396,14 @@ SPECS: tuple[Spec, ...] = (
         "stop: stop the app and exit 69 when it falls back to the CPU at run time; warn: only warn",
     ),
     Spec(
+        "HEYGEM_SESSION_AUDIT",
+        "session_audit",
+        _bool,
+        lambda: "on",
+        "on: every ONNX Runtime session the app's Python processes create reports the providers it got "
+        "(a sitecustomize first on the app's PYTHONPATH); off: nothing of it reaches the app",
+    ),
+    Spec(
         "HEYGEM_READY_MARKERS",
         "ready_markers",
         _markers,

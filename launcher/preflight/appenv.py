@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from launcher.config import values
 from launcher.config.settings import Settings
@@ -11,11 +12,16 @@ from launcher.errors import ConfigError
 from launcher.preflight import conda
 from launcher.preflight.libpath import LibraryPath, build_library_path
 from launcher.preflight.loaderenv import OWN_PREFIX, safe_loader_env, strip_loader_variables
+from launcher.system.rundir import SESSIONS_SOCKET_NAME
 
 # Disables CUDA in ONNX Runtime outright; a leftover from debugging must not decide the app's provider.
 ORT_KILL_SWITCH = "ORT_CUDA_UNAVAILABLE"
 PORT_VARIABLE = "GRADIO_SERVER_PORT"  # how Gradio, and so HeyGem, is told its port
 DEFAULT_PORT = 7860
+# The session audit: a folder holding only sitecustomize.py, first on the app's PYTHONPATH, and the socket its
+# records go to (read by the service; the variable's name is the audit's, audit/sitecustomize.py).
+AUDIT_DIR = Path(__file__).resolve().with_name("audit")
+AUDIT_SOCKET_VARIABLE = "HEYGEM_AUDIT_SOCKET"
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,8 @@ def prepare_environment(settings: Settings, environ: Mapping[str, str]) -> AppEn
     # Under supervisord's pipe, Python 3.8 block-buffers print(): Gradio's URL and ONNX Runtime's Python-level
     # "EP Error ... Falling back" would arrive at exit only. A user's own value wins.
     env.setdefault("PYTHONUNBUFFERED", "1")
+    if settings.session_audit:
+        env.update(audit_environment(env.get("PYTHONPATH", ""), settings.run_dir))
     port, port_warning = app_port(settings.app_port, env.get(PORT_VARIABLE))
     if port_warning:
         warnings.append(port_warning)
@@ -88,3 +96,11 @@ def app_port(setting: int | None, inherited: str | None) -> tuple[int, str | Non
     if inherited:
         return DEFAULT_PORT, f"{PORT_VARIABLE}={inherited!r} is not a port; using {DEFAULT_PORT}"
     return DEFAULT_PORT, None
+
+
+def audit_environment(pythonpath: str, run_dir: Path) -> dict[str, str]:
+    """Pure: the variables that load the session audit into each of the app's Python processes: its folder
+    first on PYTHONPATH (before the app's own entries, in their order; no empty entry, which would put the
+    working directory on the path), and the socket in the run dir its records go to."""
+    entries = [str(AUDIT_DIR), *(entry for entry in pythonpath.split(":") if entry and entry != str(AUDIT_DIR))]
+    return {"PYTHONPATH": ":".join(entries), AUDIT_SOCKET_VARIABLE: str(run_dir / SESSIONS_SOCKET_NAME)}

@@ -25,8 +25,8 @@ from launcher.errors import LaunchError
 from launcher.preflight.fleet import FleetCheck
 from launcher.service.control import new_credentials, start_supervisord
 from launcher.service.generations import Generations
+from launcher.service.sessions import SessionIntake
 from launcher.service.stopping import Stopping
-from launcher.service.supervising import AppSupervision
 from launcher.system import gpu, ports, procs
 from launcher.system.rundir import (
     RunDirError,
@@ -43,7 +43,7 @@ UNWATCHED_POLL = 1.0  # while the app's log folder does not exist yet, so inotif
 READ_INTERVAL = 0.1  # seconds that writes gather after a read: bounds wakeups, adds at most this to detection
 
 
-class Service(Stopping, Generations, AppSupervision):
+class Service(Stopping, Generations, SessionIntake):
     """The running launcher: start supervisord with the first generation, then follow it until a stop."""
 
     # -- start ----------------------------------------------------------------------------------------
@@ -66,6 +66,7 @@ class Service(Stopping, Generations, AppSupervision):
         self.credentials = new_credentials(self.run)
         self.write_generation(self.new_generation(self.settings, self.fleet))
         self.save_state()
+        self.open_sessions()  # before the apps start: their first session must find it
         self.proc, self.supervisor = start_supervisord(self.run, self.environ)
         self.log(f"supervisord started (pid {self.proc.pid}); control socket {self.run.socket}")
 
@@ -128,6 +129,7 @@ class Service(Stopping, Generations, AppSupervision):
             gathering = time.monotonic() < self.next_read
             watched = [wake_r, supervisord_fd] + ([] if gathering else [changes.fileno()])
             watched += [rt.app_pidfd for rt in apps if rt.app_pidfd is not None]
+            watched += [self.sessions_inbox.fileno()] if self.sessions_inbox else []
             timeout = self.timeout()
             if gathering:
                 timeout = min(timeout, max(0.0, self.next_read - time.monotonic()))
@@ -159,30 +161,21 @@ class Service(Stopping, Generations, AppSupervision):
                 code = self.follow_app(rt, rt.app_pidfd is not None and rt.app_pidfd in ready)
                 if code is not None:
                     return code
+            # After follow_app: a record from an app that just started needs that app's pid.
+            code = self.read_sessions()
+            if code is not None:
+                return code
             self.judge_trial()
-            changed = False
-            for rt in list(self.apps.values()):
-                incidents = found.get(rt.program, []) + rt.watch.check(time.time(), rt.app_pid)
-                for incident in incidents:
-                    code = self.handle_incident(rt, incident)
-                    if code is not None:
-                        return code
-                readiness = rt.watch.readiness_changed()
-                if readiness and rt.watch.saved_ready:
-                    self.log(f"{self.named(rt)}ready (logged: {', '.join(rt.watch.ready_markers)})")
-                changed |= readiness | rt.watch.tasks_changed()
-                for task in rt.watch.take_finished():
-                    seconds = task.ended_at - task.started_at if task.ended_at is not None else None
-                    self.metrics.task(task.outcome or "hung", seconds, task.fps, rt.program)
-            if changed:
-                self.save_state()
+            code = self.act_on_watch(found)
+            if code is not None:
+                return code
 
     def timeout(self) -> float:
         """How long select() may sleep: until the next thing that is due, without waking for nothing."""
         apps = list(self.apps.values())
         if any(rt.watch.more for rt in apps):
             return 0.0  # a follower stopped at its budget
-        if self.flow.trial is not None or any(rt.settling() for rt in apps):
+        if self.flow.trial is not None or self.unplaced or any(rt.settling() for rt in apps):
             return TICK  # between states, or a restart on trial: supervisord's RUNNING is asked for
         now = time.time()
         trial = self.flow.deadline_in()

@@ -149,3 +149,6 @@ class ServiceState:
 
     def rollback(self, reason: str) -> None:
         raise NotImplementedError
+
+    def close_sessions(self) -> None:
+        raise NotImplementedError

@@ -61,6 +61,7 @@ class Stopping(ServiceState):
             with contextlib.suppress(OSError, LaunchError):  # the output's end is worth less than a clean stop
                 rt.watch.copy_output(final=True)
             rt.watch.close()
+        self.close_sessions()
         remove(self.run.pidfile)
         if self.pidfile_fd is not None:
             os.close(self.pidfile_fd)

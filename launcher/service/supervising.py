@@ -22,6 +22,27 @@ EXIT_LINE_WAIT = 1.0  # supervisord logs how the app ended as it reaps it; this 
 
 
 class AppSupervision(ServiceState):
+    def act_on_watch(self, found: Mapping[str, list[Incident]]) -> int | None:
+        """What the watch found for each app (its lines' incidents, `found`, then its time-driven ones): the
+        incidents handled, readiness and tasks saved; an exit code when the service must stop."""
+        changed = False
+        for rt in list(self.apps.values()):
+            incidents = found.get(rt.program, []) + rt.watch.check(time.time(), rt.app_pid)
+            for incident in incidents:
+                code = self.handle_incident(rt, incident)
+                if code is not None:
+                    return code
+            readiness = rt.watch.readiness_changed()
+            if readiness and rt.watch.saved_ready:
+                self.log(f"{self.named(rt)}ready (logged: {', '.join(rt.watch.ready_markers)})")
+            changed |= readiness | rt.watch.tasks_changed()
+            for task in rt.watch.take_finished():
+                seconds = task.ended_at - task.started_at if task.ended_at is not None else None
+                self.metrics.task(task.outcome or "hung", seconds, task.fps, rt.program)
+        if changed:
+            self.save_state()
+        return None
+
     def handle_incident(self, rt: AppRuntime, found: Incident) -> int | None:
         """Snapshot first, then the cure the watchdog named: restart the app, stop (CPU fallback), or only
         record (a failed task that ended). An exit code to stop with."""

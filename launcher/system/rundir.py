@@ -14,6 +14,9 @@ from launcher import exitcodes
 from launcher.errors import ConfigError, LaunchError
 
 SOCKET_NAME = "supervisor.sock"
+# Where the app's processes report each ONNX Runtime session (preflight/audit/sitecustomize.py); shorter than
+# SOCKET_NAME, so the run dir's check that a socket path fits covers it.
+SESSIONS_SOCKET_NAME = "sessions.sock"
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,10 @@ class RunDir:
     @property
     def socket(self) -> Path:
         return self.path / SOCKET_NAME
+
+    @property
+    def sessions_socket(self) -> Path:
+        return self.path / SESSIONS_SOCKET_NAME
 
     @property
     def config(self) -> Path:

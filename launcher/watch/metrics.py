@@ -10,7 +10,7 @@ GPU utilisation and memory are read from NVML when Prometheus scrapes, and only 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from launcher.watch.watchdog import BLOCKED, CPU_FALLBACK, STALL, TASK_FAILED
@@ -29,6 +29,7 @@ class NoMetrics:
     def restart(self, instance: str = "app") -> None: ...
     def incident(self, kind: str, instance: str = "app") -> None: ...
     def task(self, outcome: str, seconds: float | None, fps: float | None, instance: str = "app") -> None: ...
+    def sessions(self, counts: Mapping[str, int], instance: str = "app") -> None: ...
 
 
 class Metrics(NoMetrics):
@@ -68,6 +69,13 @@ class Metrics(NoMetrics):
         self._uptime = Gauge(
             f"{PREFIX}_app_uptime_seconds", "seconds the running app has been up", labels, registry=registry
         )
+        self._sessions = Gauge(
+            f"{PREFIX}_onnx_sessions",
+            "ONNX Runtime sessions of the running app by the provider ONNX Runtime gave them (the session audit)",
+            [*labels, "provider"],
+            registry=registry,
+        )
+        self._providers_seen: dict[str, set[str]] = {}
         if gpus is not None:
             self.registry.register(_GpuCollector(gpus))
 
@@ -113,6 +121,13 @@ class Metrics(NoMetrics):
 
     def incident(self, kind: str, instance: str = "app") -> None:
         self._incidents.labels(instance, kind).inc()
+
+    def sessions(self, counts: Mapping[str, int], instance: str = "app") -> None:
+        """The app's current sessions per provider; a provider it no longer has reads 0 (a new app process)."""
+        seen = self._providers_seen.setdefault(instance, set())
+        seen.update(counts)
+        for provider in seen:
+            self._sessions.labels(instance, provider).set(counts.get(provider, 0))
 
     def task(self, outcome: str, seconds: float | None, fps: float | None, instance: str = "app") -> None:
         self._tasks.labels(instance, outcome).inc()

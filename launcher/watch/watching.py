@@ -18,6 +18,7 @@ from launcher.system import procs
 from launcher.system.follow import Follower
 from launcher.system.rundir import RunDir
 from launcher.watch import incident
+from launcher.watch.sessions import Session, SessionEvidence, cpu_fallback
 from launcher.watch.tasks import Task
 from launcher.watch.watchdog import Incident, Watchdog
 
@@ -48,6 +49,7 @@ class AppWatch:
         self.open_incident: dict[str, Any] | None = None  # from the trigger until the new app is ready
         self.last_incident: dict[str, Any] | None = None
         self.read_any = False  # the last read found lines
+        self.sessions = SessionEvidence()  # the audit's records, and ORT's fallback line waiting for one
         self.use(settings)
 
     def use(self, settings: Settings) -> None:
@@ -111,16 +113,24 @@ class AppWatch:
             self.read_any = self.read_any or bool(lines)
             for raw in lines:
                 found += self.watchdog.feed(raw.decode("utf-8", errors="replace"), now, source)
-        return found
+        return self.sessions.hold(found, now) if self.settings.session_audit else found
+
+    def session(self, record: Session) -> list[Incident]:
+        """One session the app created (the audit's record): kept for status and metrics; one without CUDA
+        where CUDA is required is the incident, at once (ONNX Runtime's own word: no grace)."""
+        assert self.watchdog is not None
+        evidence = cpu_fallback(record, self.settings.require_provider) if self.guard else None
+        return self.sessions.add(record, evidence, self.watchdog.cpu_fallback)
 
     def deadlines(self) -> list[float]:
         """When the next time-driven check is due: an overdue task, the ONNX Runtime guard."""
         assert self.watchdog is not None
-        return [d for d in (self.watchdog.next_deadline(), self.gpu_deadline()) if d is not None]
+        due = (self.watchdog.next_deadline(), self.gpu_deadline(), self.sessions.deadline)
+        return [d for d in due if d is not None]
 
     def check(self, now: float, group: int | None) -> list[Incident]:
         assert self.watchdog is not None
-        return self.watchdog.check(now) + self.check_onnxruntime(now, group)
+        return self.sessions.release(now) + self.watchdog.check(now) + self.check_onnxruntime(now, group)
 
     def gpu_deadline(self) -> float | None:
         assert self.watchdog is not None
@@ -137,16 +147,8 @@ class AppWatch:
         if deadline is None or now < deadline or group is None:
             return []
         self.gpu_checked = True
-        uses = [procs.ort_use(p.pid) for p in procs.group_members(group)]
-        on_cpu = [u.pid for u in uses if u is not None and u.on_cpu]
-        if not on_cpu:
-            return []
-        named = ", ".join(f"{pid} ({procs.command_line(pid)[:80]})" for pid in on_cpu)
-        return self.watchdog.cpu_fallback(
-            f"ONNX Runtime runs on the CPU: {len(on_cpu)} process(es) of the app map ONNX Runtime but not "
-            f"libonnxruntime_providers_cuda.so {self.settings.gpu_grace:.0f} s after it was ready: pid {named}",
-            now,
-        )
+        evidence = ort_on_cpu(group, self.settings.gpu_grace)
+        return [] if evidence is None else self.watchdog.cpu_fallback(evidence, now)
 
     def new_instance(self, fence: float | None = None) -> None:
         """A new app process is coming: nothing seen of the old one applies to it, and records stamped
@@ -154,6 +156,7 @@ class AppWatch:
         assert self.watchdog is not None
         self.watchdog.new_instance(time.time() if fence is None else fence)
         self.gpu_checked = False
+        self.sessions.clear()
 
     def started(self, start: float) -> None:
         """The new app process started at `start` (epoch seconds, from /proc): anything stamped before it is
@@ -203,7 +206,11 @@ class AppWatch:
         """Write the incident's snapshot; its one summary line for the log, and the file."""
         assert self.watchdog is not None
         app = procs.first_child(group) if group else None
-        data = {**incident.snapshot(found, self.watchdog, group, app), "program": self.program}
+        data = {
+            **incident.snapshot(found, self.watchdog, group, app),
+            "program": self.program,
+            "sessions": self.sessions.book.as_list(),
+        }
         path = incident.write(self.run, found, data, self.program)
         self.last_incident = {**found.as_dict(), "snapshot": str(path)}
         return incident.summary(found, data, path), path
@@ -224,4 +231,20 @@ class AppWatch:
             "incident": self.open_incident,
             "last_incident": self.last_incident,
             "tasks": [t.as_dict() for t in dog.tasks()[-10:]],
+            "sessions": self.sessions.book.as_list(),
         }
+
+
+def ort_on_cpu(group: int, grace: float) -> str | None:
+    """The /proc sign (not proof: the provider library also maps when CUDA then fails to initialise) that
+    ONNX Runtime runs on the CPU: processes of the app's group that map ONNX Runtime but not its CUDA provider
+    `grace` seconds after the app was ready; None when there are none."""
+    uses = [procs.ort_use(p.pid) for p in procs.group_members(group)]
+    on_cpu = [u.pid for u in uses if u is not None and u.on_cpu]
+    if not on_cpu:
+        return None
+    named = ", ".join(f"{pid} ({procs.command_line(pid)[:80]})" for pid in on_cpu)
+    return (
+        f"ONNX Runtime runs on the CPU: {len(on_cpu)} process(es) of the app map ONNX Runtime but not "
+        f"libonnxruntime_providers_cuda.so {grace:.0f} s after it was ready: pid {named}"
+    )
