@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from inotify_simple import INotify, flags
 
 from launcher.config.settings import Settings
 from launcher.system import procs
 from launcher.system.follow import Follower
+from launcher.system.outlet import Outlet
 from launcher.system.rundir import RunDir
 from launcher.watch import incident
 from launcher.watch.tasks import Task
@@ -30,7 +31,7 @@ class AppWatch:
         self,
         settings: Settings,
         run: RunDir,
-        out: BinaryIO,
+        out: Outlet,
         *,
         program: str = "app",
         own_log: bool = True,
@@ -91,8 +92,7 @@ class AppWatch:
         lines = self.output.read() + (self.output.flush() if final else [])
         if lines:
             shown = [self.prefix + line for line in lines] if self.prefix else lines
-            self.out.write(b"\n".join(shown) + b"\n")
-            self.out.flush()
+            self.out.write(b"\n".join(shown) + b"\n", len(shown))  # queued: a stalled reader drops, never blocks
         return lines
 
     @property
@@ -153,6 +153,12 @@ class AppWatch:
         assert self.watchdog is not None
         self.watchdog.new_instance(time.time() if fence is None else fence)
         self.gpu_checked = False
+
+    def stale(self, found: Incident) -> bool:
+        """The incident's record is stamped before the current app process started: the old one's, whenever
+        it was read (the fence moves when the new process is seen, which may be after the record was fed)."""
+        assert self.watchdog is not None
+        return found.stamped is not None and self.watchdog.before_fence(found.stamped, time.time())
 
     def started(self, start: float) -> None:
         """The new app process started at `start` (epoch seconds, from /proc): anything stamped before it is
