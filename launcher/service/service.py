@@ -42,7 +42,7 @@ from launcher.system.signalinbox import STRAY, SignalInbox
 TICK = 0.25  # while the app is between states
 IDLE_TIMEOUT = 30.0  # otherwise only a safety net: pidfds, signals and inotify wake the loop
 UNWATCHED_POLL = 1.0  # while the app's log folder does not exist yet, so inotify cannot watch it
-READ_INTERVAL = 0.1  # seconds that writes gather after a read: bounds wakeups, adds at most this to detection
+READ_INTERVAL = 0.4  # seconds writes gather after a read: bounds wakeups under a flood, adds at most this to detection
 
 
 class Service(Conditions, Stopping, Generations, AppSupervision):

@@ -47,7 +47,7 @@ class Incident:
     at: float
     action: str
     code: str | None = None
-    stamped: float | None = None  # the record's own time (its second's end when stamped without ms)
+    stamped: float | None = None  # the record's own time (its second's start when stamped without ms)
 
     def as_dict(self) -> dict[str, object]:
         return {"kind": self.kind, "at": self.at, "line": self.line, "action": self.action, "code": self.code}
@@ -137,7 +137,7 @@ class Watchdog:
         stamped = record.at + (0.0 if record.precise else 1.0)
         if self._before_fence(stamped, now):
             return []
-        return [replace(found, stamped=stamped) for found in self._record(record, line, now)]
+        return [replace(found, stamped=record.at) for found in self._record(record, line, now)]
 
     def before_fence(self, stamped: float, now: float) -> bool:
         """A record stamped at `stamped` is an older process's (the fence may have moved since it was read)."""

@@ -156,7 +156,9 @@ class AppWatch:
 
     def stale(self, found: Incident) -> bool:
         """The incident's record is stamped before the current app process started: the old one's, whenever
-        it was read (the fence moves when the new process is seen, which may be after the record was fed)."""
+        it was read (the fence moves when the new process is seen, which may be after the record was fed).
+        A stamp without milliseconds counts from its second's start: a new process logs no incident in the
+        second it starts (its workers load their models first), and the stderr copy may be read first."""
         assert self.watchdog is not None
         return found.stamped is not None and self.watchdog.before_fence(found.stamped, time.time())
 
