@@ -68,8 +68,10 @@ class AppSupervision(ServiceState):
         self.log(f"{line}; HEYGEM_GPU_POLICY=any: stopping {rt.program} only, {len(others)} app(s) run on")
         rt.given_up = line
         rt.deliberate = True
-        with contextlib.suppress(xmlrpc.client.Fault, *UNANSWERED):  # the final stop sweeps its group anyway
-            self.supervisor.call("stopProcess", rt.program, False)
+        # Waited for (as long as supervisord's own grace), so that what is described next is the stopped app;
+        # one that does not answer is left to the final stop's sweep of its group.
+        with contextlib.suppress(xmlrpc.client.Fault, *UNANSWERED):
+            self.supervisor.call("stopProcess", rt.program, True, timeout=self.settings.stop_grace + 1)
         rt.forget_process()
         self.metrics.app_started(None, rt.program)
         self.save_state()
