@@ -16,8 +16,10 @@ detect:    the queue-full line -> a new app process (target median < 2 s); a sta
            (HEYGEM_STALL_SECONDS=3 here; target < 3 + 2 s).
 probes:    `heygem-launch probe live|ready|startup` on a ready service (target median < 0.3 s).
 flood:     the launcher side's CPU while the app writes 200 records/s (each to its log and to stderr),
-           beside the same processes at rest, same run; target: heygem-launch under 2% of one core.
+           beside the same processes at rest, same run; target: heygem-launch at most 1% of one core.
 metrics:   heygem-launch's RSS at rest with HEYGEM_METRICS_PORT off and on (after a scrape), twice each.
+metrics-idle: 1,000 idle TCP connections held open to the metrics port: heygem-launch's threads and fds grow
+           by at most 9 (8 served at once, each for at most 10 s; the rest closed at once), a scrape after.
 preflight-gpus: `--check-only` with HEYGEM_GPUS=2 (two probes, each pinned to its GPU, in parallel) against one
            app's, interleaved, medians (HEYGEM_REQUIRE_PROVIDER=CPUExecutionProvider, so both probes run
            to the end); target ratio <= 1.5: the second GPU must not cost a second preflight.
@@ -43,7 +45,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 from audit import bench_audit
-from service import bench_idle, bench_metrics, bench_respawn, bench_stop
+from service import bench_idle, bench_metrics, bench_metrics_idle, bench_respawn, bench_stop
 from watch import bench_detect, bench_flood, bench_long_lines, bench_probes
 
 PY = sys.executable
@@ -145,6 +147,7 @@ BENCHES: dict[str, Callable[[argparse.Namespace], dict[str, object]]] = {
     "probes": lambda a: bench_probes(a.rounds),
     "flood": lambda a: bench_flood(min(a.idle_seconds, 30)),
     "metrics": lambda a: bench_metrics(),
+    "metrics-idle": lambda a: bench_metrics_idle(),
     "long-lines": lambda a: bench_long_lines(),
     "audit": lambda a: bench_audit(a.rounds),
 }

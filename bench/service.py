@@ -289,3 +289,61 @@ def bench_metrics(settle: float = 5.0) -> dict[str, object]:
     off = (rss["off"] + rss["off-again"]) / 2
     on = (rss["on"] + rss["on-again"]) / 2
     return {"launcher_rss_mb": rss, "metrics_cost_mb": round(on - off, 1), "pass": True}
+
+
+def _counts(pid: int) -> dict[str, int]:
+    return {"fds": len(os.listdir(f"/proc/{pid}/fd")), "threads": len(os.listdir(f"/proc/{pid}/task"))}
+
+
+def bench_metrics_idle(connections: int = 1000, hold: float = 3.0) -> dict[str, object]:
+    """`connections` idle TCP connections to the metrics port, held open: heygem-launch's threads and fds
+    (issue 20 #9: prometheus-client's server kept one thread and one fd per connection, for ever); then a
+    scrape once they are closed, and whether the app was left alone."""
+    import resource
+    import socket
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, connections + 256)), hard))
+    port = free_port()
+    idle: list[socket.socket] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        stack = Stack("launcher", Path(tmp) / "idle", {"HEYGEM_METRICS_PORT": str(port)})
+        try:
+            app = stack.app()
+            time.sleep(1)
+            before = _counts(stack.proc.pid)
+            refused = 0
+            for _ in range(connections):
+                sock = socket.socket()
+                sock.settimeout(1)
+                try:
+                    sock.connect(("127.0.0.1", port))
+                    idle.append(sock)
+                except OSError:
+                    sock.close()
+                    refused += 1
+            time.sleep(hold)
+            held = _counts(stack.proc.pid)
+            for sock in idle:
+                sock.close()
+            idle.clear()
+            time.sleep(1)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+                scraped = b"heygem_ready" in response.read()
+            after = _counts(stack.proc.pid)
+            same_app = stack.app() == app
+        finally:
+            for sock in idle:
+                sock.close()
+            stack.stop()
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    return {
+        "connections": connections,
+        "connect_failed": refused,
+        "before": before,
+        "while_held": held,
+        "after": after,
+        "scrape_after": scraped,
+        "target": "threads and fds grow by at most 9 (the 8 served at once, the listener)",
+        "pass": held["threads"] - before["threads"] <= 9 and held["fds"] - before["fds"] <= 9 and scraped and same_app,
+    }

@@ -18,6 +18,7 @@ from launcher import exitcodes
 from launcher.config.settings import Settings, load_settings
 from launcher.config.specs import SPECS
 from launcher.errors import ConfigError, LaunchError, one_line
+from launcher.system.outlet import hold_std_fds
 from launcher.system.rundir import RunDir
 
 # Command-line option -> setting key; flags are the top layer of the settings.
@@ -351,6 +352,7 @@ def replay(settings: Settings, as_json: bool, dh_log: Path, stderr: Path | None,
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: click's usage errors exit 64 (sysexits), our errors one line and their code."""
+    hold_std_fds()  # before anything opens a file: a closed 1 or 2 would be taken by it
     try:
         cli.main(args=argv, prog_name="heygem-launch", standalone_mode=False)
     except click.UsageError as exc:

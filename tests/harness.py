@@ -213,11 +213,14 @@ def start(
     env: dict[str, str | None] | None = None,
     args: tuple[str, ...] = (),
     cwd: Path | None = None,
+    stdout: int | None = None,
+    shell: str | None = None,
 ) -> Service:
     """heygem-launch with the HeyGem-like app; namespace None, "tini" (as in the image) or "pid1".
 
     `env` overrides the environment; a None value removes a key, to leave it to the .env file. `cwd` (default
-    the app dir) is where heygem-launch itself starts."""
+    the app dir) is where heygem-launch itself starts. `stdout`: an fd for its stdout instead of a file (a
+    pipe the test holds). `shell`: redirections it starts with, through sh's exec (`>&-`: fd 1 closed)."""
     app_dir = tmp_path / "app"
     app_dir.mkdir(exist_ok=True)
     run_dir = tmp_path / "run"
@@ -245,9 +248,16 @@ def start(
     else:
         cmd = [*LAUNCH]
     out, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+    if shell is not None:
+        cmd = ["sh", "-c", f'exec "$@" {shell}', "sh", *cmd]
     with out.open("wb") as o, err.open("wb") as e:
         proc = subprocess.Popen(
-            [*cmd, *args], cwd=cwd or app_dir, env=environ, stdout=o, stderr=e, stdin=subprocess.DEVNULL
+            [*cmd, *args],
+            cwd=cwd or app_dir,
+            env=environ,
+            stdout=o if stdout is None else stdout,
+            stderr=e,
+            stdin=subprocess.DEVNULL,
         )
     return Service(proc, port, app_dir, run_dir, out, err, namespace)
 

@@ -395,7 +395,10 @@ def main() -> None:
     if MODE == "noisy-stop":
         # A dying app that logs its queue-full line once more while it stops (issue 8 #6).
         def noisy(_signum: int, _frame: object) -> None:
-            worker_line(f"[{LAST_CODE[0]}]任务视频驱动队列满，严重阻塞，下游队列异常", logging.ERROR)
+            # TEST_APP_NOISY_CODE=other: about a task the watchdog never saw start (issue 20 #7).
+            other = os.environ.get("TEST_APP_NOISY_CODE") == "other"
+            code = f"stray-{os.getpid()}" if other else LAST_CODE[0]
+            worker_line(f"[{code}]任务视频驱动队列满，严重阻塞，下游队列异常", logging.ERROR)
             time.sleep(0.3)
             os._exit(0)
 

@@ -20,6 +20,7 @@ from launcher.config.instances import GpuSelection
 from launcher.config.masking import mask_value
 from launcher.config.specs import ENV_FILE_KEY, PREFIX, SPECS, default_run_dir, parse_run_dir
 from launcher.errors import ConfigError
+from launcher.system.special import unreadable
 
 KNOWN_KEYS = frozenset({s.key for s in SPECS} | {ENV_FILE_KEY})
 
@@ -50,6 +51,7 @@ class Settings:
     gpu_policy: str
     gpu_memory_min_mib: int | None
     metrics_port: int | None
+    metrics_address: str
     preflight: str
     stall_seconds: float
     encode_seconds: float
@@ -115,8 +117,15 @@ def _read_env_bytes(path: Path) -> bytes:
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise ConfigError(f"{path}: env file is not a regular file")
+    why = unreadable(fd)
+    if why:
+        os.close(fd)
+        raise ConfigError(f"{path}: env file is {why}" if why.startswith("a ") else f"{path}: env file {why}")
     with os.fdopen(fd, "rb") as handle:
-        data = handle.read(ENV_FILE_MAX + 1)
+        try:
+            data = handle.read(ENV_FILE_MAX + 1)
+        except OSError as exc:  # a mount that fails later reads
+            raise ConfigError(f"{path}: cannot read env file: {exc.strerror}") from None
     if len(data) > ENV_FILE_MAX:
         raise ConfigError(f"{path}: env file larger than {ENV_FILE_MAX} bytes")
     return data
@@ -274,11 +283,16 @@ def check_paths(settings: Settings) -> None:
     (a folder, a FIFO that would block the reader, or /dev/zero are refused)."""
     if not settings.app_dir.is_dir():
         raise ConfigError(f"HEYGEM_APP_DIR={str(settings.app_dir)!r}: not a directory")
+    where = f"HEYGEM_APP_LOG={str(settings.app_log)!r}"
     try:
-        mode = os.stat(settings.app_log).st_mode
+        fd = os.open(settings.app_log, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
     except FileNotFoundError:
         return  # HeyGem creates it at start
     except OSError as exc:
-        raise ConfigError(f"HEYGEM_APP_LOG={str(settings.app_log)!r}: {exc.strerror}") from None
-    if not stat.S_ISREG(mode):
-        raise ConfigError(f"HEYGEM_APP_LOG={str(settings.app_log)!r}: not a regular file")
+        raise ConfigError(f"{where}: {exc.strerror}") from None
+    try:
+        why = "not a regular file" if not stat.S_ISREG(os.fstat(fd).st_mode) else unreadable(fd)
+    finally:
+        os.close(fd)
+    if why:
+        raise ConfigError(f"{where}: {why}")

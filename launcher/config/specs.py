@@ -42,6 +42,9 @@ def _conda_env(raw: str) -> str:
 
 def parse_run_dir(raw: str) -> Path:
     # Its socket must fit sockaddr_un: supervisord would fail to bind it long after validation.
+    if "%" in raw:
+        # supervisord expands '%' in some values twice (the app's log name among them): no escaping holds.
+        raise ValueError("must not contain '%' (supervisord expands it in its config)")
     return checks.socket_fits(_abs_path(raw), SOCKET_NAME)
 
 
@@ -107,6 +110,15 @@ def _port(raw: str) -> int | None:
         raise ValueError("must be a TCP port number (1-65535)") from None
 
 
+def _address(raw: str) -> str:
+    import ipaddress  # only when the setting is read
+
+    try:
+        return str(ipaddress.ip_address(raw.strip("[]")))
+    except ValueError:
+        raise ValueError("must be an IP address to bind (0.0.0.0: every IPv4 interface; :: every interface)") from None
+
+
 def _choice(*allowed: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         if raw.lower() not in allowed:
@@ -138,6 +150,22 @@ def _line_max(raw: str) -> int:
     size = _size(raw)
     if size < LINE_MAX_MIN:
         raise ValueError(f"must be at least {LINE_MAX_MIN // 1024}KB (a line is cut there, before any rule sees it)")
+    return size
+
+
+LOG_MAX_MIN = 2**20
+
+
+def _log_size(raw: str) -> int:
+    # The watchdog reads the app's stderr through supervisord's capture, which rotates at this size: a file
+    # smaller than what the app writes between two reads (~0.1 s; ~100 KB at 2,000 records/s, far above
+    # HeyGem's rate) would be rotated away unread, and an incident's line with it.
+    size = _size(raw)
+    if 0 < size < LOG_MAX_MIN:  # 0: never rotated, nothing lost
+        raise ValueError(
+            "must be at least 1MB, or 0 (never rotated): a smaller capture rotates lines away before the "
+            "watchdog reads them"
+        )
     return size
 
 
@@ -249,7 +277,7 @@ SPECS: tuple[Spec, ...] = (
     Spec(
         "HEYGEM_LOG_MAX_BYTES",
         "log_max_bytes",
-        _size,
+        _log_size,
         lambda: "10MB",
         "size at which the app's log in the run dir is rotated",
     ),
@@ -304,6 +332,14 @@ SPECS: tuple[Spec, ...] = (
         _port,
         lambda: "",
         "TCP port for Prometheus metrics from the launcher's process (read-only; off when empty)",
+    ),
+    Spec(
+        "HEYGEM_METRICS_ADDRESS",
+        "metrics_address",
+        _address,
+        lambda: "0.0.0.0",
+        "the address the metrics port is bound to: every IPv4 interface by default (a container's published "
+        "port reaches it); 127.0.0.1 keeps it to the host, :: every interface with IPv6",
     ),
     Spec(
         "HEYGEM_PREFLIGHT",

@@ -5,17 +5,19 @@ restarts only that one and counts only against its own HEYGEM_MAX_RESTARTS windo
 from __future__ import annotations
 
 import os
-from typing import Any, BinaryIO
+from typing import Any
 
 from launcher.config.settings import Settings
 from launcher.preflight.fleet import MemberCheck
 from launcher.service.exitpolicy import RestartBudget
+from launcher.system.outlet import Outlet
 from launcher.system.rundir import RunDir
+from launcher.watch.watchdog import Incident
 from launcher.watch.watching import AppWatch
 
 
 class AppRuntime:
-    def __init__(self, member: MemberCheck, settings: Settings, run: RunDir, out: BinaryIO, *, several: bool) -> None:
+    def __init__(self, member: MemberCheck, settings: Settings, run: RunDir, out: Outlet, *, several: bool) -> None:
         self.member = member
         self.program = member.instance.program
         self.app_pid: int | None = None  # the wrapper's pid, which is also the app's process group
@@ -27,6 +29,11 @@ class AppRuntime:
         self.exit_reason = ""  # supervisord's log line for its last exit, until used
         self.app_started = False
         self.given_up = ""  # HEYGEM_GPU_POLICY=any: why this app was stopped while the others run on
+        # A restart in steps, one a wakeup, so that the loop (and SIGTERM) never waits for an app slow to stop:
+        # stop asked, then started once supervisord calls it stopped.
+        self.pending_start = False
+        self.stop_sent = False
+        self.incidents: list[Incident] = []  # found, not yet acted on (kept when supervisord did not answer)
         # Several apps share the app dir and so HeyGem's ./log/dh.log: each is watched through its own output.
         self.watch = AppWatch(
             settings,
@@ -65,7 +72,7 @@ class AppRuntime:
         """Between states (starting, exited, being replaced): supervisord must be asked often."""
         if self.given_up:
             return False
-        return self.app_pidfd is None or self.exit_pending or self.deliberate
+        return self.app_pidfd is None or self.exit_pending or self.deliberate or self.pending_start
 
     def state(self) -> dict[str, Any]:
         """Its part of the state file."""

@@ -51,22 +51,33 @@ class _UnixTransport(xmlrpc.client.Transport):
 
     def __init__(self, path: str, timeout: float) -> None:
         super().__init__()
-        self._path, self._timeout = path, timeout
+        self._path, self.timeout = path, timeout
 
     def make_connection(self, host: Any) -> http.client.HTTPConnection:
         # get_host_info turns user:password@ into the Authorization header sent with each request.
         _host, self._extra_headers, _x509 = self.get_host_info(host)
         # A connection per call: nothing to go stale between calls minutes apart.
-        return _UnixConnection(self._path, self._timeout)
+        return _UnixConnection(self._path, self.timeout)
+
+
+class NotAnswering(TimeoutError):
+    """supervisord did not answer within the call's deadline: stopped (SIGSTOP), or stuck on a hung write."""
+
+
+# What a call raises when supervisord does not answer or its socket is gone (the service asks again later).
+UNANSWERED = (NotAnswering, ConnectionError, FileNotFoundError, http.client.HTTPException, xmlrpc.client.ProtocolError)
+CALL_TIMEOUT = 2.0  # the service's calls: supervisord answers in milliseconds, and the loop must go on
 
 
 class Supervisor:
     """`call("getProcessInfo", "app")` -> supervisor.getProcessInfo("app"); reconnects after a failed call
-    (the transport keeps one connection, which a failed request leaves unusable)."""
+    (the transport keeps one connection, which a failed request leaves unusable). Every call has a deadline
+    (`timeout`, or the call's own): past it, NotAnswering."""
 
     def __init__(self, run: RunDir, timeout: float = 30.0) -> None:
         self.run, self.timeout = run, timeout
         self._proxy: xmlrpc.client.ServerProxy | None = None
+        self._transport: _UnixTransport | None = None
 
     def _connect(self) -> xmlrpc.client.ServerProxy:
         data = read_json(self.run.credentials)
@@ -75,12 +86,20 @@ class Supervisor:
         path = data["serverurl"].removeprefix("unix://")
         # user:password@ makes xmlrpc.client send HTTP basic auth; the host part is otherwise unused.
         url = f"http://{data['username']}:{data['password']}@localhost"
-        return xmlrpc.client.ServerProxy(url, transport=_UnixTransport(path, self.timeout))
+        self._transport = _UnixTransport(path, self.timeout)
+        return xmlrpc.client.ServerProxy(url, transport=self._transport)
 
-    def call(self, method: str, *args: Any) -> Any:
+    def call(self, method: str, *args: Any, timeout: float | None = None) -> Any:
         if self._proxy is None:
             self._proxy = self._connect()
-        return getattr(self._proxy.supervisor, method)(*args)
+        assert self._transport is not None
+        self._transport.timeout = max(0.05, self.timeout if timeout is None else timeout)
+        try:
+            return getattr(self._proxy.supervisor, method)(*args)
+        except TimeoutError:
+            raise NotAnswering(
+                f"supervisord did not answer {method} within {self._transport.timeout:.1f} s on {self.run.socket}"
+            ) from None
 
 
 SUPERVISORD_START_TIMEOUT = 15.0
@@ -99,7 +118,7 @@ def start_supervisord(run: RunDir, environ: Mapping[str, str]) -> tuple[subproce
         start_new_session=True,
         preexec_fn=procs.die_with_parent,
     )
-    supervisor = Supervisor(run)
+    supervisor = Supervisor(run, CALL_TIMEOUT)
     deadline = time.monotonic() + SUPERVISORD_START_TIMEOUT
     last_error: Exception | None = None
     while True:
@@ -111,7 +130,7 @@ def start_supervisord(run: RunDir, environ: Mapping[str, str]) -> tuple[subproce
         try:
             if supervisor.call("getState")["statename"] == "RUNNING":
                 break
-        except CALL_ERRORS as exc:
+        except (*CALL_ERRORS, NotAnswering) as exc:
             last_error = exc
         if time.monotonic() > deadline:
             raise LaunchError(

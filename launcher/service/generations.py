@@ -14,9 +14,9 @@ from dataclasses import replace
 from launcher.config.settings import Settings
 from launcher.errors import ConfigError, LaunchError
 from launcher.preflight.fleet import FleetCheck
+from launcher.service.metricserving import MetricsServing
 from launcher.service.restarting import PASSED, Generation
 from launcher.service.startchecks import metrics_clash
-from launcher.service.state import ServiceState
 from launcher.service.supervisor_config import AppProgram, render
 from launcher.system import ports
 from launcher.system.rundir import (
@@ -26,7 +26,7 @@ from launcher.system.rundir import (
 )
 
 
-class Generations(ServiceState):
+class Generations(MetricsServing):
     # -- a generation's files ---------------------------------------------------------------------------
     def new_generation(self, settings: Settings, fleet: FleetCheck) -> Generation:
         self.generations_made += 1
@@ -52,9 +52,10 @@ class Generations(ServiceState):
         )
         self.save_settings()
 
-    def check_metrics_port(self, fleet: FleetCheck) -> None:
-        """The metrics server must not take an app's port (`startchecks.metrics_clash`): ConfigError (78)."""
-        clash = metrics_clash(self.settings.metrics_port, [member.instance for member in fleet.running])
+    def check_metrics_port(self, fleet: FleetCheck, settings: Settings) -> None:
+        """The metrics server must not take an app's port (`startchecks.metrics_clash`): ConfigError (78).
+        `settings`: the generation's own (a restart's new ones, not the running ones)."""
+        clash = metrics_clash(settings.metrics_port, [member.instance for member in fleet.running])
         if clash:
             raise ConfigError(clash)
 
@@ -64,10 +65,12 @@ class Generations(ServiceState):
         if outcome.error is None and outcome.check is not None:
             ours = {rt.port for rt in self.apps.values()}
             try:
-                self.check_metrics_port(outcome.check)
+                assert outcome.settings is not None
+                self.check_metrics_port(outcome.check, outcome.settings)
                 for member in outcome.check.running:
                     if member.check.app.port not in ours:
                         ports.check_free(member.check.app.port)  # a move onto a busy port: Gradio would go elsewhere
+                self.move_metrics(outcome.settings)  # last: a refusal after it would leave it moved
             except LaunchError as exc:
                 outcome = replace(outcome, error=exc)
         if outcome.error is not None or outcome.check is None or not outcome.check.ok:
@@ -106,6 +109,7 @@ class Generations(ServiceState):
                 self.supervisor.call("stopProcessGroup", program, True)
             with contextlib.suppress(xmlrpc.client.Fault):
                 self.supervisor.call("removeProcessGroup", program)
+        self.check_stop_requested()  # a SIGTERM during the replacement: nothing new is started
         for program in self.apps:
             self.supervisor.call("addProcessGroup", program)
 
@@ -130,6 +134,7 @@ class Generations(ServiceState):
     def rollback(self, reason: str) -> None:
         previous = self.flow.failed(reason)
         failed = self.generation
+        self.move_metrics(previous.settings, refuse=False)
         self.install(previous)
         for path in self.run.app_envs(failed):
             remove(path)

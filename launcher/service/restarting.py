@@ -103,7 +103,13 @@ class RestartFlow:
 
     # -- requests -------------------------------------------------------------------------------------
     def request(self, now: float) -> None:
-        self.queue.extend(read_requests(self.run, now))
+        """Queue the requests behind a SIGHUP. Bare SIGHUPs are coalesced: one already waiting (not yet
+        started) reads the settings anew when its turn comes, so a burst (a config reloader firing per file
+        event) is one or two restarts, not one each; a `restart` client's request keeps its own answer."""
+        for request in read_requests(self.run, now):
+            if request.id is None and any(queued.id is None for queued in self.queue):
+                continue
+            self.queue.append(request)
         self.next()
 
     def busy(self) -> bool:

@@ -13,7 +13,6 @@ import contextlib
 import os
 import select
 import signal
-import sys
 import time
 from collections.abc import Mapping
 
@@ -23,27 +22,30 @@ from launcher import exitcodes
 from launcher.config.settings import Settings
 from launcher.errors import LaunchError
 from launcher.preflight.fleet import FleetCheck
-from launcher.service.control import new_credentials, start_supervisord
+from launcher.service.conditions import Conditions
+from launcher.service.control import UNANSWERED, new_credentials, start_supervisord
 from launcher.service.generations import Generations
 from launcher.service.sessions import SessionIntake
+from launcher.service.state import StopRequested
 from launcher.service.stopping import Stopping
-from launcher.system import gpu, ports, procs
+from launcher.system import ports, procs
+from launcher.system.outlet import Outlet
 from launcher.system.rundir import (
     RunDirError,
+    RunDirGone,
     check_not_in_use,
     remove,
     write_pidfile,
 )
-from launcher.system.signalinbox import SignalInbox
-from launcher.watch import metrics
+from launcher.system.signalinbox import STRAY, SignalInbox
 
 TICK = 0.25  # while the app is between states
 IDLE_TIMEOUT = 30.0  # otherwise only a safety net: pidfds, signals and inotify wake the loop
 UNWATCHED_POLL = 1.0  # while the app's log folder does not exist yet, so inotify cannot watch it
-READ_INTERVAL = 0.1  # seconds that writes gather after a read: bounds wakeups, adds at most this to detection
+READ_INTERVAL = 0.4  # seconds writes gather after a read: bounds wakeups under a flood, adds at most this to detection
 
 
-class Service(Stopping, Generations, SessionIntake):
+class Service(Conditions, Stopping, Generations, SessionIntake):
     """The running launcher: start supervisord with the first generation, then follow it until a stop."""
 
     # -- start ----------------------------------------------------------------------------------------
@@ -52,14 +54,9 @@ class Service(Stopping, Generations, SessionIntake):
         check_not_in_use(self.run)
         for rt in self.apps.values():
             ports.check_free(rt.port)
-        self.check_metrics_port(self.fleet)
-        try:
-            self.metrics = metrics.make(self.settings.metrics_port, gpu.inventory)
-        except OSError as exc:
-            raise LaunchError(
-                f"HEYGEM_METRICS_PORT={self.settings.metrics_port}: cannot serve metrics there: {exc.strerror}",
-                exit_code=exitcodes.CONFIG,
-            ) from None
+        self.check_metrics_port(self.fleet, self.settings)
+        self.metrics = self.serve_metrics(self.settings)
+        self.hold_reserve()
         self.pidfile_fd = write_pidfile(self.run)
         for stale in (self.run.socket, self.run.restart_result, *self.run.restart_requests()):
             remove(stale)
@@ -75,12 +72,13 @@ class Service(Stopping, Generations, SessionIntake):
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.wake_w = wake_w
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-        inbox = SignalInbox()
-        inbox.install((signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD))
+        self.inbox = inbox = SignalInbox()
+        inbox.install((signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD, *STRAY))
         try:
             return self.loop(wake_r, inbox)
         except RunDirError as exc:
-            return self.abort(str(exc), exitcodes.SOFTWARE)
+            gone = self.proc is not None and self.run_dir_gone()
+            return self.abort(str(RunDirGone(self.run.path) if gone else exc), exitcodes.SOFTWARE)
         except LaunchError as exc:
             return self.abort(str(exc), exc.exit_code)
         except Exception as exc:  # a bug of ours: still nothing may be left running
@@ -112,6 +110,7 @@ class Service(Stopping, Generations, SessionIntake):
         try:
             for rt in self.apps.values():
                 rt.watch.watch_folders(changes)
+            self.watch_run_dir(changes)
             return self.follow(wake_r, inbox, supervisord_fd, changes)
         finally:
             os.close(supervisord_fd)
@@ -137,16 +136,16 @@ class Service(Stopping, Generations, SessionIntake):
             with contextlib.suppress(BlockingIOError):
                 while os.read(wake_r, 512):
                     pass
-            changes.read(timeout=0)
+            self.check_run_dir(changes.read(timeout=0))
             signals = inbox.take()
-            found = {rt.program: rt.watch.read() for rt in apps}
+            for rt in apps:
+                rt.incidents += rt.watch.read()
             if any(rt.watch.read_any for rt in apps):
                 self.next_read = time.monotonic() + READ_INTERVAL
-            if signals & {signal.SIGTERM, signal.SIGINT}:
-                name = "SIGTERM" if signal.SIGTERM in signals else "SIGINT"
-                what = "the app" if self.fleet.single else f"the {len(self.apps)} apps"
-                self.log(f"{name}: stopping {what} (grace {self.settings.stop_grace} s)")
-                return self.stop(exitcodes.OK)
+            stop = signals & {signal.SIGTERM, signal.SIGINT}
+            if stop:
+                return self.stop_on_signal(signal.SIGTERM if signal.SIGTERM in stop else signal.SIGINT)
+            self.say_stray(signals)
             if signal.SIGCHLD in signals and os.getpid() == 1:
                 procs.reap_orphans(self.proc.pid)
             if supervisord_fd in ready or self.proc.poll() is not None:
@@ -154,28 +153,57 @@ class Service(Stopping, Generations, SessionIntake):
                 return self.stop(exitcodes.SOFTWARE)
             if signal.SIGHUP in signals:
                 self.flow.request(time.time())
-            outcome = self.flow.preflight_done()
-            if outcome is not None:
-                self.finish_restart(outcome)
-            for rt in list(self.apps.values()):
-                code = self.follow_app(rt, rt.app_pidfd is not None and rt.app_pidfd in ready)
+            code = self.step(ready)
+            if code is not None:
+                return code
+
+    def step(self, ready: list[int]) -> int | None:
+        """What the wakeup asks of supervisord and the watchdog; an exit code to stop with. supervisord not
+        answering is said and asked again at the next wakeup; what was found waits for it."""
+        try:
+            code = self.act(ready)
+        except StopRequested as stop:
+            return self.stop_on_signal(stop.signum)
+        except UNANSWERED as exc:
+            return self.not_answering(exc)
+        self.answering()
+        return code
+
+    def act(self, ready: list[int]) -> int | None:
+        outcome = self.flow.preflight_done()
+        if outcome is not None:
+            self.finish_restart(outcome)
+        for rt in list(self.apps.values()):
+            code = self.follow_app(rt, rt.app_pidfd is not None and rt.app_pidfd in ready)
+            if code is not None:
+                return code
+        self.read_sessions()  # after follow_app: a record from an app that just started needs that app's pid
+        self.judge_trial()
+        changed = False
+        for rt in list(self.apps.values()):
+            rt.incidents += rt.watch.check(time.time(), rt.app_pid)
+            while rt.incidents:
+                code = self.handle_incident(rt, rt.incidents.pop(0))
                 if code is not None:
                     return code
-            # After follow_app: a record from an app that just started needs that app's pid.
-            code = self.read_sessions()
-            if code is not None:
-                return code
-            self.judge_trial()
-            code = self.act_on_watch(found)
-            if code is not None:
-                return code
+            readiness = rt.watch.readiness_changed()
+            if readiness and rt.watch.saved_ready:
+                self.log(f"{self.named(rt)}ready (logged: {', '.join(rt.watch.ready_markers)})")
+            changed |= readiness | rt.watch.tasks_changed()
+            for task in rt.watch.take_finished():
+                seconds = task.ended_at - task.started_at if task.ended_at is not None else None
+                self.metrics.task(task.outcome or "hung", seconds, task.fps, rt.program)
+        if changed:
+            self.save_state()
+        return None
 
     def timeout(self) -> float:
         """How long select() may sleep: until the next thing that is due, without waking for nothing."""
         apps = list(self.apps.values())
-        if any(rt.watch.more for rt in apps):
+        if any(rt.watch.more or rt.incidents for rt in apps):
             return 0.0  # a follower stopped at its budget
-        if self.flow.trial is not None or self.unplaced or any(rt.settling() for rt in apps):
+        between = self.flow.trial is not None or self.unanswered_since is not None or bool(self.unplaced)
+        if between or any(rt.settling() for rt in apps):
             return TICK  # between states, or a restart on trial: supervisord's RUNNING is asked for
         now = time.time()
         trial = self.flow.deadline_in()
@@ -190,7 +218,8 @@ class Service(Stopping, Generations, SessionIntake):
 
 
 def make_service(settings: Settings, flags: Mapping[str, str | None], fleet: FleetCheck) -> Service:
-    return Service(settings, flags, fleet, os.environ, sys.stdout.buffer, sys.stderr)
+    # Through outlets, not sys.stdout/sys.stderr: a reader that stalls or leaves must never hold the loop.
+    return Service(settings, flags, fleet, os.environ, Outlet(1, name="stdout"), Outlet(2, name="stderr"))
 
 
 def run_service(settings: Settings, flags: Mapping[str, str | None], fleet: FleetCheck) -> int:

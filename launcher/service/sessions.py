@@ -48,9 +48,9 @@ class SessionIntake(AppSupervision):
             return None
         return next((rt for rt in self.apps.values() if rt.app_pid is not None and rt.app_pid == group), None)
 
-    def read_sessions(self) -> int | None:
-        """Every queued record (and those waiting for their app) to its app; an exit code when an incident
-        stops the service."""
+    def read_sessions(self) -> None:
+        """Every queued record (and those waiting for their app) to its app; an incident a record makes waits
+        with the app's others (`rt.incidents`), handled in the same wakeup."""
         now = time.time()
         queued = [(d, now) for d in self.sessions_inbox.receive()] if self.sessions_inbox else []
         waiting, self.unplaced = [*self.unplaced, *queued], []
@@ -61,18 +61,12 @@ class SessionIntake(AppSupervision):
                 self.unplace(datagram, came, now)
                 continue
             record = sessions.parse(datagram.data, rt.program, datagram.pid, came)
-            if record is None:
-                continue
-            changed = True
-            incidents = rt.watch.session(record)
-            self.metrics.sessions(rt.watch.sessions.book.by_provider, rt.program)
-            for found in incidents:
-                code = self.handle_incident(rt, found)
-                if code is not None:
-                    return code
+            if record is not None:
+                changed = True
+                rt.incidents += rt.watch.session(record)
+                self.metrics.sessions(rt.watch.sessions.book.by_provider, rt.program)
         if changed:
             self.save_state()
-        return None
 
     def unplace(self, datagram: Datagram, came: float, now: float) -> None:
         """A record no known app sent: it waits if a group supervisord started sent it, else it is ignored."""

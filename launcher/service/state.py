@@ -12,7 +12,6 @@ import os
 import subprocess
 import time
 from collections.abc import Mapping
-from typing import BinaryIO, TextIO
 
 from launcher.config.instances import policy_met
 from launcher.config.settings import Settings
@@ -24,12 +23,26 @@ from launcher.service.control import Supervisor
 from launcher.service.restarting import RestartFlow
 from launcher.service.supervisor_config import Credentials
 from launcher.system.follow import Follower
+from launcher.system.outlet import Outlet
 from launcher.system.rundir import (
     RunDir,
+    identity,
     prepare,
     write_json,
 )
+from launcher.system.signalinbox import SignalInbox
 from launcher.watch import metrics
+
+
+class StopRequested(Exception):
+    """SIGTERM or SIGINT arrived during a long step (a replacement): stop, do not start what comes next."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+RESERVED_FDS = 8  # kept open from the start, closed first by the stop: it needs a few (sockets, /proc)
 
 
 class ServiceState:
@@ -44,12 +57,13 @@ class ServiceState:
         flags: Mapping[str, str | None],
         fleet: FleetCheck,
         environ: Mapping[str, str],
-        out: BinaryIO,
-        err: TextIO,
+        out: Outlet,
+        err: Outlet,
     ) -> None:
         self.settings = settings
         self.environ = dict(environ)
         self.out, self.err = out, err
+        out.on_drop = self.output_dropped
         self.run: RunDir = prepare(settings.run_dir)
         self.generation = 0
         self.generations_made = 0
@@ -68,6 +82,21 @@ class ServiceState:
         self.next_read = 0.0  # monotonic time before which the apps' writes are left to gather
         self.replacing = False  # install() is stopping the apps to start another generation
         self.metrics: metrics.NoMetrics = metrics.NoMetrics()
+        self.inbox: SignalInbox | None = None
+        self.run_identity = identity(self.run.path)
+        self.reserve: list[int] = []
+        self.unanswered_since: float | None = None  # monotonic time supervisord stopped answering
+
+    def hold_reserve(self) -> None:
+        self.reserve = [os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC) for _ in range(RESERVED_FDS)]
+
+    def release_reserve(self) -> None:
+        for fd in self.reserve:
+            os.close(fd)
+        self.reserve = []
+
+    def run_dir_gone(self) -> bool:
+        return identity(self.run.path) != self.run_identity
 
     def use_fleet(self, fleet: FleetCheck) -> None:
         """The apps of a generation: those that run keep their runtime (and restart budget) by program."""
@@ -91,8 +120,15 @@ class ServiceState:
 
     # -- output ---------------------------------------------------------------------------------------
     def log(self, message: str) -> None:
-        self.err.write(f"heygem-launch: {message}\n")
-        self.err.flush()
+        self.err.write(f"heygem-launch: {message}\n".encode(errors="replace"))
+
+    def output_dropped(self, lines: int, resumed: bool) -> None:
+        """From the outlet (the loop, or its thread once the reader is back): a stalled stdout is said, twice."""
+        if resumed:
+            self.log(f"stdout is read again: {lines} line(s) of the app's output were dropped meanwhile")
+        else:
+            where = self.run.path
+            self.log(f"stdout is not read: the app's output is dropped, not waited for (all of it is in {where})")
 
     def wake(self) -> None:
         """From the restart thread: wake the loop's select()."""
@@ -141,10 +177,13 @@ class ServiceState:
         rt.forget_process()
 
     # -- defined by the parts (stopping.py, generations.py) ---------------------------------------------
-    def stop(self, code: int) -> int:
+    def stop(self, code: int, since: float | None = None) -> int:
         raise NotImplementedError
 
-    def stop_apps(self, programs: list[str]) -> None:
+    def stop_apps(self, programs: list[str], deadline: float | None = None, *, final: bool = False) -> None:
+        raise NotImplementedError
+
+    def check_stop_requested(self) -> None:
         raise NotImplementedError
 
     def rollback(self, reason: str) -> None:

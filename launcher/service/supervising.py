@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from launcher import exitcodes
 from launcher.service import exitpolicy
 from launcher.service.appruntime import AppRuntime
+from launcher.service.control import UNANSWERED
 from launcher.service.state import ServiceState
 from launcher.system import procs
 from launcher.watch.watchdog import RECORD, RESTART, STOP, WARN, Incident
@@ -22,32 +23,13 @@ EXIT_LINE_WAIT = 1.0  # supervisord logs how the app ended as it reaps it; this 
 
 
 class AppSupervision(ServiceState):
-    def act_on_watch(self, found: Mapping[str, list[Incident]]) -> int | None:
-        """What the watch found for each app (its lines' incidents, `found`, then its time-driven ones): the
-        incidents handled, readiness and tasks saved; an exit code when the service must stop."""
-        changed = False
-        for rt in list(self.apps.values()):
-            incidents = found.get(rt.program, []) + rt.watch.check(time.time(), rt.app_pid)
-            for incident in incidents:
-                code = self.handle_incident(rt, incident)
-                if code is not None:
-                    return code
-            readiness = rt.watch.readiness_changed()
-            if readiness and rt.watch.saved_ready:
-                self.log(f"{self.named(rt)}ready (logged: {', '.join(rt.watch.ready_markers)})")
-            changed |= readiness | rt.watch.tasks_changed()
-            for task in rt.watch.take_finished():
-                seconds = task.ended_at - task.started_at if task.ended_at is not None else None
-                self.metrics.task(task.outcome or "hung", seconds, task.fps, rt.program)
-        if changed:
-            self.save_state()
-        return None
-
     def handle_incident(self, rt: AppRuntime, found: Incident) -> int | None:
         """Snapshot first, then the cure the watchdog named: restart the app, stop (CPU fallback), or only
         record (a failed task that ended). An exit code to stop with."""
         if found.action == RESTART and rt.deliberate:
             return None  # the app is being replaced already: the same episode, seen once more
+        if rt.watch.stale(found):
+            return None  # stamped before this process started: the old one's, read late
         summary, _path = rt.watch.record(found, rt.app_pid)
         self.log(summary if self.fleet.single else f"{rt.program}: {summary}")
         self.metrics.incident(found.kind, rt.program)
@@ -86,19 +68,32 @@ class AppSupervision(ServiceState):
         self.log(f"{line}; HEYGEM_GPU_POLICY=any: stopping {rt.program} only, {len(others)} app(s) run on")
         rt.given_up = line
         rt.deliberate = True
-        with contextlib.suppress(xmlrpc.client.Fault):
-            self.supervisor.call("stopProcess", rt.program, True)
+        # Waited for (as long as supervisord's own grace), so that what is described next is the stopped app;
+        # one that does not answer is left to the final stop's sweep of its group.
+        with contextlib.suppress(xmlrpc.client.Fault, *UNANSWERED):
+            self.supervisor.call("stopProcess", rt.program, True, timeout=self.settings.stop_grace + 1)
         rt.forget_process()
         self.metrics.app_started(None, rt.program)
         self.save_state()
         return None
 
     def restart_app(self, rt: AppRuntime) -> None:
-        """Stop the app's group (SIGKILL at the grace) and start it again; the wrapper clears the old group."""
+        """Stop the app's group (supervisord SIGKILLs it at the grace) and start it again once it is stopped;
+        the wrapper clears the old group. In steps (`advance_restart`): a stop asked for meanwhile stops, it
+        does not start the new app first."""
         self.expect_new_app(rt)
-        with contextlib.suppress(xmlrpc.client.Fault):  # already stopped
-            self.supervisor.call("stopProcess", rt.program, True)
-        self.supervisor.call("startProcess", rt.program, False)
+        rt.pending_start, rt.stop_sent = True, False
+        self.advance_restart(rt)
+
+    def advance_restart(self, rt: AppRuntime) -> None:
+        if not rt.stop_sent:
+            with contextlib.suppress(xmlrpc.client.Fault):  # already stopped
+                self.supervisor.call("stopProcess", rt.program, False)
+            rt.stop_sent = True
+        if self.supervisor.call("getProcessInfo", rt.program)["statename"] in ("STOPPED", "EXITED", "FATAL"):
+            with contextlib.suppress(xmlrpc.client.Fault):  # started meanwhile
+                self.supervisor.call("startProcess", rt.program, False)
+            rt.pending_start = rt.stop_sent = False
 
     def read_exit_reasons(self) -> None:
         """supervisord's log lines on how apps ended, each kept for its app until used."""
@@ -119,6 +114,9 @@ class AppSupervision(ServiceState):
         """Follow the app through supervisord's states; a message when it must be given up on."""
         if rt.app_pidfd is not None and not exited and not rt.exit_pending:
             return None  # steady state: nothing to ask supervisord
+        if rt.pending_start:
+            self.advance_restart(rt)
+            return None
         info = self.supervisor.call("getProcessInfo", rt.program)
         self.read_exit_reasons()  # only now: a read of supervisord's log on every wakeup costs a chatty app's
         if exited:

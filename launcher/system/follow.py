@@ -67,7 +67,15 @@ class Follower:
         return data
 
     def read(self, budget: int = BUDGET) -> list[bytes]:
-        """Complete lines (without b"\\n") written since the last call, at most `budget` bytes of them."""
+        """Complete lines (without b"\\n") written since the last call, at most `budget` bytes of them; none
+        while the file cannot be read (EIO on a mount that failed): the service goes on, the file may return."""
+        try:
+            return self._read_lines(budget)
+        except OSError:
+            self.more = False
+            return []
+
+    def _read_lines(self, budget: int) -> list[bytes]:
         self.more = False
         if self._fd is None and not self._open():
             return []

@@ -60,6 +60,15 @@ def kill_group(pgrp: int) -> int:
     return len(members)
 
 
+def kill_session(session: int) -> int:
+    """SIGKILL every live process of a session but its leader (supervisord's: the apps it started)."""
+    members = [p for p in all_procs() if p.session == session and p.pid != session and p.state != "Z"]
+    for proc in members:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(proc.pid, signal.SIGKILL)
+    return len(members)
+
+
 def reap_orphans(session: int | None) -> None:
     """As PID 1: reap zombie orphans that were re-parented to us.
 

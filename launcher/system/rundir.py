@@ -86,6 +86,26 @@ class RunDirError(LaunchError):
     exit_code = exitcodes.SOFTWARE
 
 
+class RunDirGone(RunDirError):
+    """The run dir was removed (or moved) while the service ran: by hand, or systemd-tmpfiles ageing /tmp."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(
+            f"the run dir {path} was removed while the service ran (its control socket, credentials and state "
+            "went with it)",
+            exit_code=exitcodes.SOFTWARE,
+        )
+
+
+def identity(path: Path) -> tuple[int, int] | None:
+    """The folder's device and inode, or None when it is gone: a run dir removed and made again is not ours."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
 # Files the launcher itself writes are small; a bigger one is not ours (or is a trap: /dev/zero, a FIFO).
 READ_MAX = 8 * 2**20
 

@@ -9,8 +9,13 @@ pending handlers after calls (`set()` here): https://docs.python.org/3/library/s
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Iterable
 from types import FrameType
+
+# Signals an operator may send by habit (USR1 "reopen logs", QUIT for a dump, ALRM): their default action
+# would end the launcher at once, and under tini in a PID namespace the app with it. Logged and ignored.
+STRAY = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGQUIT, signal.SIGALRM)
 
 
 class SignalInbox:
@@ -18,6 +23,7 @@ class SignalInbox:
 
     def __init__(self) -> None:
         self.received: list[int] = []
+        self.first: dict[int, float] = {}  # monotonic time each signal first arrived (a stop's grace runs from it)
 
     def install(self, signums: Iterable[int]) -> None:
         """Route `signums` here (main thread only, as `signal.signal` requires)."""
@@ -25,7 +31,15 @@ class SignalInbox:
             signal.signal(signum, self.handler)
 
     def handler(self, signum: int, _frame: FrameType | None) -> None:
+        self.first.setdefault(signum, time.monotonic())
         self.received.append(signum)
+
+    def pending(self, *signums: int) -> int | None:
+        """One of `signums` that arrived and was not taken yet (a stop asked for during a long step)."""
+        return next((s for s in self.received if s in signums), None)
+
+    def arrived(self, signum: int) -> float | None:
+        return self.first.get(signum)
 
     def take(self) -> set[int]:
         """The signals received since the last take. Only the entries counted first are removed: one that

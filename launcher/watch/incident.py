@@ -65,6 +65,11 @@ def write(run: RunDir, incident: Incident, data: dict[str, Any], program: str = 
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(incident.at)) + f"{incident.at % 1:.3f}"[1:]
     which = "" if program == "app" else f"{program}-"
     path = run.path / f"incident-{stamp}-{which}{incident.kind}.json"
+    # Incidents found in one read share its time: each keeps its own file, in the order found.
+    n = 0
+    while path.exists():
+        n += 1
+        path = run.path / f"incident-{stamp}.{n}-{which}{incident.kind}.json"
     write_json(path, data)
     for old in sorted(run.path.glob("incident-*.json"))[:-KEEP]:
         old.unlink(missing_ok=True)

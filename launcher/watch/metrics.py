@@ -1,16 +1,23 @@
 """Prometheus metrics from the launcher's own process (prometheus-client), on HEYGEM_METRICS_PORT.
 
 Off when the setting is empty: `NoMetrics` has the same methods and imports nothing, so the idle launcher
-pays nothing for them. On, they are served by prometheus-client's own HTTP server thread (read-only: the
-control socket stays a private unix socket). Per app (`app` label: `app` when there is one, `app-0`, `app-1`, …
+pays nothing for them. On, they are served read-only (the control socket stays a private unix socket) by a
+small server of our own around `generate_latest`: prometheus-client's `start_http_server` keeps a thread and
+an fd per connection for as long as the client likes, and idle connections from anyone who can reach the
+port would exhaust the launcher's fds. Here at most MAX_CONNECTIONS are served at once (more are closed at
+once), each for at most CONNECTION_SECONDS. Per app (`app` label: `app` when there is one, `app-0`, `app-1`, …
 with HEYGEM_GPUS); not `instance`, which Prometheus sets to the scraped target and would rename ours.
 GPU utilisation and memory are read from NVML when Prometheus scrapes, and only where a driver is.
 """
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from launcher.watch.watchdog import BLOCKED, CPU_FALLBACK, STALL, TASK_FAILED
@@ -20,8 +27,17 @@ TASK_SECONDS = (5, 15, 30, 60, 120, 300, 600, 1200, 3600)  # HeyGem: ~60 s for 1
 FPS_BUCKETS = (0.5, 1, 2, 4, 6, 8, 10, 15, 25)  # ~8.7 frames/s on a GPU, ~0.4 on the CPU (FIELD.md)
 
 
+MAX_CONNECTIONS = 8  # served at once: Prometheus needs one; threads and fds stay bounded whatever connects
+CONNECTION_SECONDS = 10.0  # a connection's whole life, however slowly its client sends
+READ_SECONDS = 5.0  # a read that waits longer ends the connection
+
+
 class NoMetrics:
     """HEYGEM_METRICS_PORT is empty: every call does nothing."""
+
+    place: tuple[str, int] | None = None
+
+    def close(self) -> None: ...
 
     def preflight(self, ok: bool, cause: str | None, instance: str = "app", *, skipped: bool = False) -> None: ...
     def ready(self, ready: bool, instance: str = "app") -> None: ...
@@ -38,6 +54,7 @@ class Metrics(NoMetrics):
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = registry = CollectorRegistry()
+        self.server: _Server | None = None
         labels = ["app"]
         self._ready = Gauge(f"{PREFIX}_ready", "1 when the app is ready (both workers up)", labels, registry=registry)
         self._preflight = Gauge(
@@ -79,11 +96,18 @@ class Metrics(NoMetrics):
         if gpus is not None:
             self.registry.register(_GpuCollector(gpus))
 
-    def serve(self, port: int) -> None:
+    def serve(self, port: int, address: str = "0.0.0.0") -> None:
         """Start the HTTP endpoint (a daemon thread). Raises OSError when the port cannot be bound."""
-        from prometheus_client import start_http_server
+        self.close()
+        self.server = _Server((address, port), self.registry)
+        threading.Thread(target=self.server.serve_forever, name="metrics", daemon=True).start()
+        self.place = (address, port)
 
-        start_http_server(port, registry=self.registry)
+    def close(self) -> None:
+        server, self.server, self.place = self.server, None, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
 
     def preflight(self, ok: bool, cause: str | None, instance: str = "app", *, skipped: bool = False) -> None:
         # One series per instance: the cause it had before goes, the other instances' stay. A skipped
@@ -137,6 +161,69 @@ class Metrics(NoMetrics):
             self._fps.labels(instance).observe(fps)
 
 
+class _Handler(BaseHTTPRequestHandler):
+    timeout = READ_SECONDS  # StreamRequestHandler sets it on the socket
+    server: _Server
+
+    def do_GET(self) -> None:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        body = generate_latest(self.server.registry)
+        self.send_response(200)
+        self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # a line per scrape would bury the launcher's own
+
+
+class _Server(ThreadingHTTPServer):
+    """A thread per connection, at most MAX_CONNECTIONS of them, none older than CONNECTION_SECONDS."""
+
+    daemon_threads = True
+    block_on_close = False  # closing never waits for an idle client
+    request_queue_size = 16
+
+    def __init__(self, address: tuple[str, int], registry: Any) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.registry = registry
+        self.live: dict[socket.socket, float] = {}
+        self.lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self.lock:
+            full = len(self.live) >= MAX_CONNECTIONS
+            if not full:
+                self.live[request] = time.monotonic() + CONNECTION_SECONDS
+        if full:
+            self.shutdown_request(request)  # closed at once: its fd is not kept
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self.lock:
+                self.live.pop(request, None)
+
+    def service_actions(self) -> None:
+        """Each poll of serve_forever (0.5 s): end connections past their life (a client sending a byte a
+        few seconds would otherwise keep its thread for ever)."""
+        now = time.monotonic()
+        with self.lock:
+            old = [sock for sock, deadline in self.live.items() if deadline < now]
+        for sock in old:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that went away is no error of ours, and stderr is the launcher's
+
+
 class _GpuCollector:
     def __init__(self, gpus: Callable[[], Any]) -> None:
         self.gpus = gpus
@@ -155,10 +242,10 @@ class _GpuCollector:
         yield used
 
 
-def make(port: int | None, gpus: Callable[[], Any] | None = None) -> NoMetrics:
-    """Metrics served on `port`, or nothing when it is None. Raises OSError when the port is taken."""
+def make(port: int | None, gpus: Callable[[], Any] | None = None, address: str = "0.0.0.0") -> NoMetrics:
+    """Metrics served on `address`:`port`, or nothing when `port` is None. Raises OSError when it is taken."""
     if port is None:
         return NoMetrics()
     metrics = Metrics(gpus)
-    metrics.serve(port)
+    metrics.serve(port, address)
     return metrics

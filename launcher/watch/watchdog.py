@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from launcher.config.settings import Settings
 from launcher.watch.dialects import Dialect, tables
@@ -59,6 +59,7 @@ class Incident:
     at: float
     action: str
     code: str | None = None
+    stamped: float | None = None  # the record's own time (its second's start when stamped without ms)
 
     def as_dict(self) -> dict[str, object]:
         return {"kind": self.kind, "at": self.at, "line": self.line, "action": self.action, "code": self.code}
@@ -153,9 +154,14 @@ class Watchdog(TaskLedger):
         self.lines.append(line[:SNAPSHOT_LINE])
         if record is None:
             return self._plain(strip_colour(line), now)
-        if self._before_fence(record.at + (0.0 if record.precise else 1.0), now):
+        stamped = record.at + (0.0 if record.precise else 1.0)
+        if self._before_fence(stamped, now):
             return []
-        return self._record(record, line, now)
+        return [replace(found, stamped=record.at) for found in self._record(record, line, now)]
+
+    def before_fence(self, stamped: float, now: float) -> bool:
+        """A record stamped at `stamped` is an older process's (the fence may have moved since it was read)."""
+        return self._before_fence(stamped, now)
 
     def _before_fence(self, stamped: float | None, now: float) -> bool:
         return (

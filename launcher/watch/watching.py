@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from inotify_simple import INotify, flags
 
 from launcher.config.settings import Settings
 from launcher.system import procs
 from launcher.system.follow import Follower
+from launcher.system.outlet import Outlet
 from launcher.system.rundir import RunDir
 from launcher.watch import incident
 from launcher.watch.sessions import Session, SessionEvidence, cpu_fallback
@@ -31,7 +32,7 @@ class AppWatch:
         self,
         settings: Settings,
         run: RunDir,
-        out: BinaryIO,
+        out: Outlet,
         *,
         program: str = "app",
         own_log: bool = True,
@@ -67,7 +68,7 @@ class AppWatch:
         # HeyGem's own log; lines already in it belong to an earlier run (the repo even ships old ones).
         self.log = Follower(settings.app_log, from_end=True, line_max=settings.line_max) if self.own_log else None
         self.log_watched = not self.own_log  # inotify on its folder, once that exists
-        self.gpu_checked = False
+        self.grace = GraceRule()
         self.saved_ready = False
         self.saved_missing: tuple[str, ...] = ()
         self.saved_tasks: list[tuple[str, str, str | None]] = []
@@ -94,8 +95,7 @@ class AppWatch:
         lines = self.output.read() + (self.output.flush() if final else [])
         if lines:
             shown = [self.prefix + line for line in lines] if self.prefix else lines
-            self.out.write(b"\n".join(shown) + b"\n")
-            self.out.flush()
+            self.out.write(b"\n".join(shown) + b"\n", len(shown))  # queued: a stalled reader drops, never blocks
         return lines
 
     @property
@@ -125,38 +125,30 @@ class AppWatch:
     def deadlines(self) -> list[float]:
         """When the next time-driven check is due: an overdue task, the ONNX Runtime guard."""
         assert self.watchdog is not None
-        due = (self.watchdog.next_deadline(), self.gpu_deadline(), self.sessions.deadline)
+        grace = self.grace.deadline(self.watchdog, self.settings.gpu_grace, self.guard)
+        due = (self.watchdog.next_deadline(), grace, self.sessions.deadline)
         return [d for d in due if d is not None]
 
     def check(self, now: float, group: int | None) -> list[Incident]:
         assert self.watchdog is not None
-        return self.sessions.release(now) + self.watchdog.check(now) + self.check_onnxruntime(now, group)
-
-    def gpu_deadline(self) -> float | None:
-        assert self.watchdog is not None
-        ready_at = self.watchdog.ready_at
-        if not self.guard or self.gpu_checked or ready_at is None or self.watchdog.fallback_fired:
-            return None
-        return ready_at + self.settings.gpu_grace
-
-    def check_onnxruntime(self, now: float, group: int | None) -> list[Incident]:
-        """HEYGEM_GPU_GRACE s after the app is ready (its models are loaded), each of its processes that
-        maps ONNX Runtime must map ONNX Runtime's CUDA provider too."""
-        assert self.watchdog is not None
-        deadline = self.gpu_deadline()
-        if deadline is None or now < deadline or group is None:
-            return []
-        self.gpu_checked = True
-        evidence = ort_on_cpu(group, self.settings.gpu_grace)
-        return [] if evidence is None else self.watchdog.cpu_fallback(evidence, now)
+        proc_sign = self.grace.check(self.watchdog, self.settings.gpu_grace, self.guard, now, group)
+        return self.sessions.release(now) + self.watchdog.check(now) + proc_sign
 
     def new_instance(self, fence: float | None = None) -> None:
         """A new app process is coming: nothing seen of the old one applies to it, and records stamped
         before `fence` (default: now) are the old one's."""
         assert self.watchdog is not None
         self.watchdog.new_instance(time.time() if fence is None else fence)
-        self.gpu_checked = False
+        self.grace = GraceRule()
         self.sessions.clear()
+
+    def stale(self, found: Incident) -> bool:
+        """The incident's record is stamped before the current app process started: the old one's, whenever
+        it was read (the fence moves when the new process is seen, which may be after the record was fed).
+        A stamp without milliseconds counts from its second's start: a new process logs no incident in the
+        second it starts (its workers load their models first), and the stderr copy may be read first."""
+        assert self.watchdog is not None
+        return found.stamped is not None and self.watchdog.before_fence(found.stamped, time.time())
 
     def started(self, start: float) -> None:
         """The new app process started at `start` (epoch seconds, from /proc): anything stamped before it is
@@ -233,6 +225,28 @@ class AppWatch:
             "tasks": [t.as_dict() for t in dog.tasks()[-10:]],
             "sessions": self.sessions.book.as_list(),
         }
+
+
+class GraceRule:
+    """HEYGEM_GPU_GRACE s after the app is ready (its models are loaded), each of its processes that maps ONNX
+    Runtime must map ONNX Runtime's CUDA provider too: checked once per app process, from /proc (a sign)."""
+
+    def __init__(self) -> None:
+        self.checked = False
+
+    def deadline(self, dog: Watchdog, grace: float, guard: bool) -> float | None:
+        """When to look (epoch seconds); None when there is nothing to look for."""
+        if not guard or self.checked or dog.ready_at is None or dog.fallback_fired:
+            return None
+        return dog.ready_at + grace
+
+    def check(self, dog: Watchdog, grace: float, guard: bool, now: float, group: int | None) -> list[Incident]:
+        deadline = self.deadline(dog, grace, guard)
+        if deadline is None or now < deadline or group is None:
+            return []
+        self.checked = True
+        evidence = ort_on_cpu(group, grace)
+        return [] if evidence is None else dog.cpu_fallback(evidence, now)
 
 
 def ort_on_cpu(group: int, grace: float) -> str | None:
