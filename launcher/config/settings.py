@@ -50,6 +50,8 @@ class Settings:
     gpu_policy: str
     gpu_memory_min_mib: int | None
     metrics_port: int | None
+    gpu_watch: bool
+    termination_log: Path | None
     preflight: str
     stall_seconds: float
     encode_seconds: float

@@ -309,6 +309,20 @@ SPECS: tuple[Spec, ...] = (
         "TCP port for Prometheus metrics from the launcher's process (read-only; off when empty)",
     ),
     Spec(
+        "HEYGEM_GPU_WATCH",
+        "gpu_watch",
+        _bool,
+        lambda: "on",
+        "watch NVML's XID events and a lost GPU while the apps run (on/off)",
+    ),
+    Spec(
+        "HEYGEM_TERMINATION_LOG",
+        "termination_log",
+        _optional_path,
+        lambda: "",
+        "file for the one-line cause of an exit that is not a clean stop (empty: /dev/termination-log when it exists)",
+    ),
+    Spec(
         "HEYGEM_PREFLIGHT",
         "preflight",
         _choice("run", "skip"),

@@ -25,6 +25,7 @@ from launcher.errors import LaunchError
 from launcher.preflight.fleet import FleetCheck
 from launcher.service.control import new_credentials, start_supervisord
 from launcher.service.generations import Generations
+from launcher.service.gpufaults import GpuFaults
 from launcher.service.stopping import Stopping
 from launcher.service.supervising import AppSupervision
 from launcher.system import gpu, ports, procs
@@ -43,7 +44,7 @@ UNWATCHED_POLL = 1.0  # while the app's log folder does not exist yet, so inotif
 READ_INTERVAL = 0.1  # seconds that writes gather after a read: bounds wakeups, adds at most this to detection
 
 
-class Service(Stopping, Generations, AppSupervision):
+class Service(Stopping, Generations, AppSupervision, GpuFaults):
     """The running launcher: start supervisord with the first generation, then follow it until a stop."""
 
     # -- start ----------------------------------------------------------------------------------------
@@ -68,6 +69,7 @@ class Service(Stopping, Generations, AppSupervision):
         self.save_state()
         self.proc, self.supervisor = start_supervisord(self.run, self.environ)
         self.log(f"supervisord started (pid {self.proc.pid}); control socket {self.run.socket}")
+        self.start_gpu_watch()
 
     # -- the loop -------------------------------------------------------------------------------------
     def serve(self) -> int:
@@ -152,6 +154,9 @@ class Service(Stopping, Generations, AppSupervision):
                 return self.stop(exitcodes.SOFTWARE)
             if signal.SIGHUP in signals:
                 self.flow.request(time.time())
+            code = self.take_gpu_faults()
+            if code is not None:
+                return code
             outcome = self.flow.preflight_done()
             if outcome is not None:
                 self.finish_restart(outcome)

@@ -30,6 +30,7 @@ from launcher.system.rundir import (
     write_json,
 )
 from launcher.watch import metrics
+from launcher.watch.watchdog import Incident
 
 
 class ServiceState:
@@ -148,4 +149,11 @@ class ServiceState:
         raise NotImplementedError
 
     def rollback(self, reason: str) -> None:
+        raise NotImplementedError
+
+    # -- defined by supervising.py --------------------------------------------------------------------------
+    def handle_incident(self, rt: AppRuntime, found: Incident) -> int | None:
+        raise NotImplementedError
+
+    def give_up(self, rt: AppRuntime, line: str, code: int) -> int | None:
         raise NotImplementedError

@@ -30,6 +30,9 @@ BLOCKED = "blocked"
 STALL = "stall"
 TASK_FAILED = "task_failed"
 CPU_FALLBACK = "cpu_fallback"
+CUDA_STICKY = "cuda_sticky"  # a sticky CUDA error in the app's output: its CUDA context is poisoned
+GPU_XID = "gpu_xid"  # an application XID on the app's GPU (NVML): the app restarts, the GPU is fine
+GPU_FAULT = "gpu_fault"  # a reset/reboot-class XID, a lost GPU or NVML's Unknown Error: the app stops
 RESTART, RECORD, STOP, WARN = "restart", "record", "stop", "warn"
 
 LAST_LINES = 50
