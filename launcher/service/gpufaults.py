@@ -5,12 +5,12 @@ action, because restarting onto a broken GPU only loops until the restart budget
 operator the wrong thing. With HEYGEM_GPUS and HEYGEM_GPU_POLICY=any only that GPU's app stops.
 
 The watch is a thread asleep in the driver (`launcher/system/gpuevents.py`); it wakes the loop through its wake pipe,
-and the loop calls `take_gpu_faults` on every wakeup (a queue read: nothing when nothing came).
+and the loop adds what it found to the apps' incidents on every wakeup (`with_gpu_faults`: a queue read), which
+`supervising.handle_incident` handles like the watchdog's: snapshot, then the cure.
 """
 
 from __future__ import annotations
 
-from launcher import exitcodes
 from launcher.service.appruntime import AppRuntime
 from launcher.service.state import ServiceState
 from launcher.system import xids
@@ -35,20 +35,21 @@ class GpuFaults(ServiceState):
             self.log(f"GPU watch: {note}")
         self.gpu_watch = watch
 
-    def take_gpu_faults(self) -> int | None:
-        """Act on what the watch found since the last wakeup; an exit code when the service must stop."""
+    def with_gpu_faults(self, found: dict[str, list[Incident]]) -> dict[str, list[Incident]]:
+        """`found` (program -> the watchdog's incidents) with what the GPU watch found since the last wakeup added,
+        as incidents of the apps on the faulted GPU (a queue read when nothing came)."""
         if self.gpu_watch is None:
-            return None
-        for found in self.gpu_watch.take():
-            if isinstance(found, str):
-                self.log(found)
+            return found
+        for event in self.gpu_watch.take():
+            if isinstance(event, str):
+                self.log(event)
                 continue
-            code = self.gpu_fault(found)
-            if code is not None:
-                return code
-        return None
+            for rt, incident in self.gpu_incidents(event):
+                found.setdefault(rt.program, []).append(incident)
+        return found
 
-    def gpu_fault(self, event: GpuEvent) -> int | None:
+    def gpu_incidents(self, event: GpuEvent) -> list[tuple[AppRuntime, Incident]]:
+        """The incident per app on the event's GPU: restart for an application XID, stop for anything else."""
         gpu = f"GPU {event.index} ({event.uuid})"
         if event.xid is not None:
             self.metrics.gpu_xid(event.index, event.xid)
@@ -62,28 +63,22 @@ class GpuFaults(ServiceState):
         apps = self.apps_on(event)
         if not apps:
             self.log(f"{gpu}: {what}; no app runs on it")
-            return None
-        for rt in apps:
-            if restart:
-                line = f"{gpu}: {what}; NVIDIA's action: {action}"
-                code = self.handle_incident(rt, Incident(GPU_XID, line, event.at, RESTART))
-            else:
-                line = (
+        if restart:
+            line = f"{gpu}: {what}; NVIDIA's action: {action}"
+            return [(rt, Incident(GPU_XID, line, event.at, RESTART)) for rt in apps]
+        return [
+            (
+                rt,
+                Incident(
+                    GPU_FAULT,
                     f"GPU fault on {gpu}: {what}; NVIDIA's action: {action}; "
-                    f"the {self.named(rt)}is stopped, not restarted onto it"
-                )
-                code = self.stop_on_gpu_fault(rt, Incident(GPU_FAULT, line, event.at, STOP))
-            if code is not None:
-                return code
-        return None
-
-    def stop_on_gpu_fault(self, rt: AppRuntime, found: Incident) -> int | None:
-        """Snapshot, then stop the app for good: the whole service (71), or that app alone under `any`."""
-        summary, _path = rt.watch.record(found, rt.app_pid)
-        self.log(summary if self.fleet.single else f"{rt.program}: {summary}")
-        self.metrics.incident(found.kind, rt.program)
-        rt.watch.keep_open()
-        return self.give_up(rt, found.line, exitcodes.GPU_FAULT)
+                    f"the {self.named(rt)}is stopped, not restarted onto it",
+                    event.at,
+                    STOP,
+                ),
+            )
+            for rt in apps
+        ]
 
     def apps_on(self, event: GpuEvent) -> list[AppRuntime]:
         """The running apps that use the event's GPU: an app pinned by HEYGEM_GPUS to it, or an app not pinned

@@ -139,7 +139,7 @@ class Service(Stopping, Generations, AppSupervision, GpuFaults):
                     pass
             changes.read(timeout=0)
             signals = inbox.take()
-            found = {rt.program: rt.watch.read() for rt in apps}
+            found = self.with_gpu_faults({rt.program: rt.watch.read() for rt in apps})
             if any(rt.watch.read_any for rt in apps):
                 self.next_read = time.monotonic() + READ_INTERVAL
             if signals & {signal.SIGTERM, signal.SIGINT}:
@@ -154,9 +154,6 @@ class Service(Stopping, Generations, AppSupervision, GpuFaults):
                 return self.stop(exitcodes.SOFTWARE)
             if signal.SIGHUP in signals:
                 self.flow.request(time.time())
-            code = self.take_gpu_faults()
-            if code is not None:
-                return code
             outcome = self.flow.preflight_done()
             if outcome is not None:
                 self.finish_restart(outcome)
