@@ -28,7 +28,7 @@ from launcher.service.generations import Generations
 from launcher.service.gpufaults import GpuFaults
 from launcher.service.stopping import Stopping
 from launcher.service.supervising import AppSupervision
-from launcher.system import gpu, ports, procs
+from launcher.system import gpu, ports, procs, termination
 from launcher.system.rundir import (
     RunDirError,
     check_not_in_use,
@@ -98,6 +98,7 @@ class Service(Stopping, Generations, AppSupervision, GpuFaults):
         """One line, then the clean stop (app, supervisord, probes) if anything was started."""
         if self.proc is None:
             self.log(message)
+            termination.write(message, self.settings.termination_log, self.environ)
             return code
         self.log(f"{message}; stopping the app and supervisord")
         return self.stop(code)

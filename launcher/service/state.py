@@ -69,6 +69,7 @@ class ServiceState:
         self.next_read = 0.0  # monotonic time before which the apps' writes are left to gather
         self.replacing = False  # install() is stopping the apps to start another generation
         self.metrics: metrics.NoMetrics = metrics.NoMetrics()
+        self.last_said = ""
 
     def use_fleet(self, fleet: FleetCheck) -> None:
         """The apps of a generation: those that run keep their runtime (and restart budget) by program."""
@@ -92,6 +93,7 @@ class ServiceState:
 
     # -- output ---------------------------------------------------------------------------------------
     def log(self, message: str) -> None:
+        self.last_said = message  # an exit's cause is the last thing said before the stop (termination message)
         self.err.write(f"heygem-launch: {message}\n")
         self.err.flush()
 

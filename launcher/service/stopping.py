@@ -9,11 +9,12 @@ import subprocess
 import time
 import xmlrpc.client
 
+from launcher import exitcodes
 from launcher.errors import LaunchError
 from launcher.preflight import probe
 from launcher.service.control import CALL_ERRORS
 from launcher.service.state import ServiceState
-from launcher.system import procs
+from launcher.system import procs, termination
 from launcher.system.rundir import (
     RunDirError,
     remove,
@@ -41,6 +42,8 @@ class Stopping(ServiceState):
     def stop(self, code: int) -> int:
         """Stop the app groups within the grace, then supervisord; nothing of the apps is left behind."""
         assert self.proc is not None
+        if code != exitcodes.OK:
+            termination.write(self.last_said, self.settings.termination_log, self.environ)
         with contextlib.suppress(*CALL_ERRORS):
             self.stop_apps(list(self.apps))
         with contextlib.suppress(*CALL_ERRORS):

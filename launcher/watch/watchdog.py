@@ -167,22 +167,16 @@ class Watchdog:
         )
 
     def _plain(self, line: str, now: float) -> list[Incident]:
-        if (
-            _ERROR_LINE.match(line)
-            and _STICKY.search(line)
-            and not self._before_fence(ort_line_time(line, self.tz), now)
-        ):
+        if self._before_fence(ort_line_time(line, self.tz), now):
+            return []  # ONNX Runtime's line, stamped before this process started: the old one's
+        if _ERROR_LINE.match(line) and _STICKY.search(line):
             return self.sticky(line.strip()[:SNAPSHOT_LINE], now)
-        if not self.s.pattern_fallback.search(line) or self._before_fence(ort_line_time(line, self.tz), now):
-            return []
-        return self.cpu_fallback(line.strip()[:SNAPSHOT_LINE], now)
+        return self.cpu_fallback(line.strip()[:SNAPSHOT_LINE], now) if self.s.pattern_fallback.search(line) else []
 
     def sticky(self, evidence: str, now: float) -> list[Incident]:
         """A sticky CUDA error: once per app process (every later call repeats it), restart."""
-        if self.sticky_fired:
-            return []
-        self.sticky_fired = True
-        return [Incident(CUDA_STICKY, evidence, now, RESTART)]
+        fired, self.sticky_fired = self.sticky_fired, True
+        return [] if fired else [Incident(CUDA_STICKY, evidence, now, RESTART)]
 
     def cpu_fallback(self, evidence: str, now: float) -> list[Incident]:
         """ONNX Runtime runs on the CPU (its own lines, or what /proc shows): once per app process."""

@@ -57,7 +57,8 @@ def test_an_application_xid_restarts_the_app_at_once(launch_service, tmp_path: P
 )
 def test_a_gpu_fault_stops_the_app_with_its_own_code(launch_service, tmp_path: Path, fault, said, action) -> None:  # type: ignore[no-untyped-def]
     driver = _driver(tmp_path)
-    svc = launch_service(env=standin_driver.launcher_env(driver))
+    message = tmp_path / "termination-log"
+    svc = launch_service(env={**standin_driver.launcher_env(driver), "HEYGEM_TERMINATION_LOG": str(message)})
     svc.wait_app()
     _watching(svc)
     kind, number = fault.split()
@@ -71,6 +72,7 @@ def test_a_gpu_fault_stops_the_app_with_its_own_code(launch_service, tmp_path: P
     assert f"GPU 0 ({UUID0})" in line and said in line and f"NVIDIA's action: {action}" in line, line
     assert "stopped (exit 71)" in err
     assert _starts(svc) == 1  # no second start onto the broken GPU
+    assert message.read_text() == line.removeprefix("heygem-launch: ") + "\n"  # the platform's termination message
 
 
 def test_under_any_only_the_faulted_gpus_app_stops(launch_service, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
