@@ -11,7 +11,8 @@ respawn:   kill -9 of the running app -> a new app process, heygem-launch's stac
            with the same app, interleaved; target median < 0.5 s.
 stop:      SIGTERM -> heygem-launch exits, with a well-behaved app; target < 1 s beyond the app's own stop.
 idle:      heygem-launch, supervisord and the wrapper at rest: RSS <= 60 MB in all, CPU < 1% of one core
-           over --idle-seconds (default 60).
+           over --idle-seconds (default 60). idle-gpu-watch: the same with the tests' stand-in NVIDIA driver on the
+           path, so that the GPU watch runs: unchanged, as its thread sleeps in the driver (no polling).
 detect:    the queue-full line -> a new app process (target median < 2 s); a stall -> a new app process
            (HEYGEM_STALL_SECONDS=3 here; target < 3 + 2 s).
 probes:    `heygem-launch probe live|ready|startup` on a ready service (target median < 0.3 s).
@@ -143,6 +144,7 @@ BENCHES: dict[str, Callable[[argparse.Namespace], dict[str, object]]] = {
     "respawn": lambda a: bench_respawn(min(a.rounds, 10)),
     "stop": lambda a: bench_stop(min(a.rounds, 7)),
     "idle": lambda a: bench_idle(a.idle_seconds),
+    "idle-gpu-watch": lambda a: bench_idle(a.idle_seconds, driver=True),
     "detect": lambda a: bench_detect(min(a.rounds, 7)),
     "probes": lambda a: bench_probes(a.rounds),
     "flood": lambda a: bench_flood(min(a.idle_seconds, 30)),

@@ -220,10 +220,19 @@ def _pss_kb(pid: int) -> int:
     return 0
 
 
-def bench_idle(seconds: float) -> dict[str, object]:
-    """The launcher side at rest (heygem-launch, supervisord, the wrapper): memory and CPU over `seconds`."""
+def bench_idle(seconds: float, driver: bool = False) -> dict[str, object]:
+    """The launcher side at rest (heygem-launch, supervisord, the wrapper): memory and CPU over `seconds`. `driver`:
+    with the tests' stand-in NVIDIA driver on the path, so that the GPU watch runs (a thread asleep in
+    nvmlEventSetWait_v2); without it there is no driver and no watch."""
     with tempfile.TemporaryDirectory() as tmp:
-        stack = Stack("launcher", Path(tmp) / "idle")
+        extra = None
+        if driver:
+            sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+            from tests import standin_driver
+
+            folder = standin_driver.install(Path(tmp) / "driver", standin_driver.StandInDriver())
+            extra = standin_driver.launcher_env(folder)
+        stack = Stack("launcher", Path(tmp) / "idle", extra)
         try:
             app = stack.app()
             time.sleep(2)
@@ -245,6 +254,7 @@ def bench_idle(seconds: float) -> dict[str, object]:
         "cpu_percent_of_one_core": round(cpu, 3),
         "cpu_target_percent": 1.0,
         "window_s": seconds,
+        "gpu_watch": "on (stand-in driver)" if driver else "off (no driver)",
         "pass": total <= 60 and cpu < 1.0,
     }
 

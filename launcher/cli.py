@@ -155,7 +155,8 @@ def cli(ctx: click.Context, check_only: bool, as_json: bool, **params: Any) -> N
     """Start HeyGem's app only where ONNX Runtime really runs on the GPU.
 
     With no command: preflight, then run and supervise the app. Exit codes: 0 ok or clean stop,
-    64 usage, 69 refused (the app would run on the wrong provider), 70 app crash-looped, 78 bad config.
+    64 usage, 69 refused (the app would run on the wrong provider), 70 app crash-looped, 71 a GPU faulted at run
+    time, 78 bad config.
     """
     flags = collect_flags(ctx, params)
     ctx.obj = flags
@@ -167,7 +168,18 @@ def cli(ctx: click.Context, check_only: bool, as_json: bool, **params: Any) -> N
         sys.exit(_guarded(lambda: _check(load_settings(flags), as_json)))
     if as_json:
         raise click.UsageError("--json needs --check-only or a command")
-    sys.exit(_guarded(lambda: _run(load_settings(flags), flags)))
+    sys.exit(_guarded(lambda: _serve(flags)))
+
+
+def _serve(flags: dict[str, str | None]) -> int:
+    """The run (no command): on an error before the service ran, its line is the termination message too."""
+    from launcher.system import termination
+
+    try:
+        return _run(load_settings(flags), flags)
+    except LaunchError as exc:
+        termination.write(str(exc))
+        raise
 
 
 def _run(settings: Settings, flags: dict[str, str | None]) -> int:
@@ -194,6 +206,10 @@ def _run(settings: Settings, flags: dict[str, str | None]) -> int:
             click.echo(render_fleet(result), err=True)
             if not result.ok:
                 click.echo("heygem-launch: refusing to start the app", err=True)
+                from launcher.system import termination
+
+                verdict = result.verdict
+                termination.write(f"REFUSED [{verdict.cause}]: {verdict.message}", settings.termination_log)
                 return exitcodes.UNAVAILABLE
             service = make_service(settings, flags, result)
     except Interrupted as exc:

@@ -14,8 +14,14 @@ itself. Use: `folder = install(tmp_path / "driver", StandInDriver(gpus=(StandInG
 `folder` on LD_LIBRARY_PATH of the launcher's process (pynvml dlopens `libnvidia-ml.so.1`; the probe inherits it).
 The libraries read `stand-in-driver.conf` next to themselves as the loader found them, so each folder is a driver.
 
-Extending it (issue 19, XIDs as NVML events): see the note at the top of tests/standin/libnvidia-ml.c; a new knob is
-a field here, written by `settings_text` as `gpu.N.<key>`, and read there with `standin_gpu_get(index, "<key>")`.
+- NVML events: `raise_xid(folder, gpu, xid)` makes the driver in `folder` deliver an XidCriticalError event to the
+  processes waiting in nvmlEventSetWait_v2 (the launcher's GPU watch) while they run; `raise_nvml_error(folder, 15)`
+  makes the wait (and then every query on that GPU) fail with that NVML error: 15 GPU_IS_LOST, 999 Unknown Error.
+  What a real driver does then (which XIDs come, when NVML says the GPU is lost) is NVIDIA's; the stand-in only
+  delivers what the test says, the way nvml.h's API delivers it.
+
+A new knob is a field here, written by `settings_text` as `gpu.N.<key>`, and read there with
+`standin_gpu_get(index, "<key>")`.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from tests import envs, stubelf
 SOURCES = Path(__file__).with_name("standin")
 LIBRARIES = {"libnvidia-ml.so.1": "libnvidia-ml.c", "libcuda.so.1": "libcuda.c"}
 CONF = "stand-in-driver.conf"
+EVENTS = "nvml-events"  # the lines nvmlEventSetWait_v2 delivers, appended by raise_xid / raise_nvml_error
 NOT_SUPPORTED = "!3"  # a query's value: NVML_ERROR_NOT_SUPPORTED, as a real driver answers for what a GPU lacks
 
 # NVML's own numbers (nvml.h; nvidia-ml-py's constants of the same names).
@@ -38,6 +45,7 @@ COMPUTEMODE_DEFAULT, COMPUTEMODE_PROHIBITED, COMPUTEMODE_EXCLUSIVE_PROCESS = 0, 
 CLOCKS_EVENT_SW_POWER_CAP, CLOCKS_EVENT_HW_SLOWDOWN = 0x4, 0x8
 CLOCKS_EVENT_SW_THERMAL, CLOCKS_EVENT_HW_THERMAL, CLOCKS_EVENT_HW_POWER_BRAKE = 0x20, 0x40, 0x80
 RECOVERY_NONE, RECOVERY_GPU_RESET, RECOVERY_NODE_REBOOT = 0, 1, 2
+NVML_ERROR_GPU_IS_LOST, NVML_ERROR_UNKNOWN = 15, 999
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,7 @@ class StandInGpu:
     compute_mode: int = COMPUTEMODE_DEFAULT
     mig_mode: int | str = 0
     recovery_action: int | str | None = None  # None: the driver has no such field (older than R570)
+    events: str = ""  # NOT_SUPPORTED: nvmlDeviceRegisterEvents refuses this GPU
 
     def settings(self, index: int) -> dict[str, str]:
         values: dict[str, object] = {
@@ -79,6 +88,7 @@ class StandInGpu:
             "mig_mode": self.mig_mode,
             "uuid": self.uuid,
             "recovery_action": self.recovery_action,
+            "events": self.events,
         }
         return {f"gpu.{index}.{k}": str(v) for k, v in values.items() if v not in ("", None)}
 
@@ -139,8 +149,24 @@ def install(
             if link.is_symlink() or link.exists():
                 link.unlink()
             link.symlink_to(built / soname)
-            (where / CONF).write_text(driver.settings_text())
+            (where / CONF).write_text(driver.settings_text() + f"events {folder.resolve() / EVENTS}\n")
     return folder
+
+
+def _event_line(folder: Path, line: str) -> None:
+    # One write of a whole line: the waiting driver reads only lines that end.
+    with open(folder / EVENTS, "a") as events:
+        events.write(line + "\n")
+
+
+def raise_xid(folder: Path, gpu: int, xid: int) -> None:
+    """The driver in `folder` reports XID `xid` on GPU `gpu` (NVML's index) to every process waiting for events."""
+    _event_line(folder, f"{gpu} {xid}")
+
+
+def raise_nvml_error(folder: Path, error: int, gpu: int | None = None) -> None:
+    """The event wait fails with NVML error `error`, and every later query on GPU `gpu` (None: every GPU) with it."""
+    _event_line(folder, f"{'*' if gpu is None else gpu} !{error}")
 
 
 def launcher_env(*folders: Path) -> dict[str, str]:

@@ -52,6 +52,8 @@ class Settings:
     gpu_memory_min_mib: int | None
     metrics_port: int | None
     metrics_address: str
+    gpu_watch: bool
+    termination_log: Path | None
     preflight: str
     stall_seconds: float
     encode_seconds: float

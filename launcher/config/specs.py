@@ -342,6 +342,20 @@ SPECS: tuple[Spec, ...] = (
         "port reaches it); 127.0.0.1 keeps it to the host, :: every interface with IPv6",
     ),
     Spec(
+        "HEYGEM_GPU_WATCH",
+        "gpu_watch",
+        _bool,
+        lambda: "on",
+        "watch NVML's XID events and a lost GPU while the apps run (on/off)",
+    ),
+    Spec(
+        "HEYGEM_TERMINATION_LOG",
+        "termination_log",
+        _optional_path,
+        lambda: "",
+        "file for the one-line cause of an exit that is not a clean stop (empty: /dev/termination-log when it exists)",
+    ),
+    Spec(
         "HEYGEM_PREFLIGHT",
         "preflight",
         _choice("run", "skip"),

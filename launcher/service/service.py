@@ -25,10 +25,11 @@ from launcher.preflight.fleet import FleetCheck
 from launcher.service.conditions import Conditions
 from launcher.service.control import UNANSWERED, new_credentials, start_supervisord
 from launcher.service.generations import Generations
+from launcher.service.gpufaults import GpuFaults
 from launcher.service.sessions import SessionIntake
 from launcher.service.state import StopRequested
 from launcher.service.stopping import Stopping
-from launcher.system import ports, procs
+from launcher.system import ports, procs, termination
 from launcher.system.outlet import Outlet
 from launcher.system.rundir import (
     RunDirError,
@@ -45,7 +46,7 @@ UNWATCHED_POLL = 1.0  # while the app's log folder does not exist yet, so inotif
 READ_INTERVAL = 0.4  # seconds writes gather after a read: bounds wakeups under a flood, adds at most this to detection
 
 
-class Service(Conditions, Stopping, Generations, SessionIntake):
+class Service(Conditions, Stopping, Generations, SessionIntake, GpuFaults):
     """The running launcher: start supervisord with the first generation, then follow it until a stop."""
 
     # -- start ----------------------------------------------------------------------------------------
@@ -66,6 +67,7 @@ class Service(Conditions, Stopping, Generations, SessionIntake):
         self.open_sessions()  # before the apps start: their first session must find it
         self.proc, self.supervisor = start_supervisord(self.run, self.environ)
         self.log(f"supervisord started (pid {self.proc.pid}); control socket {self.run.socket}")
+        self.start_gpu_watch()
 
     # -- the loop -------------------------------------------------------------------------------------
     def serve(self) -> int:
@@ -95,6 +97,7 @@ class Service(Conditions, Stopping, Generations, SessionIntake):
         """One line, then the clean stop (app, supervisord, probes) if anything was started."""
         if self.proc is None:
             self.log(message)
+            termination.write(message, self.settings.termination_log, self.environ)
             return code
         self.log(f"{message}; stopping the app and supervisord")
         return self.stop(code)
@@ -138,8 +141,9 @@ class Service(Conditions, Stopping, Generations, SessionIntake):
                     pass
             self.check_run_dir(changes.read(timeout=0))
             signals = inbox.take()
+            found = self.with_gpu_faults({rt.program: rt.watch.read() for rt in apps})
             for rt in apps:
-                rt.incidents += rt.watch.read()
+                rt.incidents += found.get(rt.program, [])
             if any(rt.watch.read_any for rt in apps):
                 self.next_read = time.monotonic() + READ_INTERVAL
             stop = signals & {signal.SIGTERM, signal.SIGINT}

@@ -32,6 +32,7 @@ from launcher.system.rundir import (
 )
 from launcher.system.signalinbox import SignalInbox
 from launcher.watch import metrics
+from launcher.watch.watchdog import Incident
 
 
 class StopRequested(Exception):
@@ -97,6 +98,7 @@ class ServiceState:
 
     def run_dir_gone(self) -> bool:
         return identity(self.run.path) != self.run_identity
+        self.last_said = ""
 
     def use_fleet(self, fleet: FleetCheck) -> None:
         """The apps of a generation: those that run keep their runtime (and restart budget) by program."""
@@ -120,6 +122,7 @@ class ServiceState:
 
     # -- output ---------------------------------------------------------------------------------------
     def log(self, message: str) -> None:
+        self.last_said = message  # an exit's cause is the last thing said before the stop (termination message)
         self.err.write(f"heygem-launch: {message}\n".encode(errors="replace"))
 
     def output_dropped(self, lines: int, resumed: bool) -> None:
@@ -187,6 +190,13 @@ class ServiceState:
         raise NotImplementedError
 
     def rollback(self, reason: str) -> None:
+        raise NotImplementedError
+
+    # -- defined by supervising.py --------------------------------------------------------------------------
+    def handle_incident(self, rt: AppRuntime, found: Incident) -> int | None:
+        raise NotImplementedError
+
+    def give_up(self, rt: AppRuntime, line: str, code: int) -> int | None:
         raise NotImplementedError
 
     def close_sessions(self) -> None:

@@ -11,11 +11,12 @@ import subprocess
 import time
 import xmlrpc.client
 
+from launcher import exitcodes
 from launcher.errors import LaunchError
 from launcher.preflight import probe
 from launcher.service.control import CALL_ERRORS, UNANSWERED
 from launcher.service.state import ServiceState, StopRequested
-from launcher.system import procs
+from launcher.system import procs, termination
 from launcher.system.rundir import (
     RunDirError,
     remove,
@@ -65,6 +66,8 @@ class Stopping(ServiceState):
         nothing of the apps is left behind."""
         assert self.proc is not None
         self.release_reserve()  # a shortage of fds must not keep us from stopping
+        if code != exitcodes.OK:
+            termination.write(self.last_said, self.settings.termination_log, self.environ)
         deadline = (time.monotonic() if since is None else since) + self.settings.stop_grace
         answered = self.unanswered_since is None
         if answered:

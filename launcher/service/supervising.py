@@ -16,7 +16,7 @@ from launcher.service.appruntime import AppRuntime
 from launcher.service.control import UNANSWERED
 from launcher.service.state import ServiceState
 from launcher.system import procs
-from launcher.watch.watchdog import RECORD, RESTART, STOP, WARN, Incident
+from launcher.watch.watchdog import GPU_FAULT, RECORD, RESTART, STOP, WARN, Incident
 
 APP_PID_WAIT = 2.0  # the wrapper forks the app at once; this bounds the wait for its pid under load
 EXIT_LINE_WAIT = 1.0  # supervisord logs how the app ended as it reaps it; this bounds the wait for that line
@@ -24,8 +24,8 @@ EXIT_LINE_WAIT = 1.0  # supervisord logs how the app ended as it reaps it; this 
 
 class AppSupervision(ServiceState):
     def handle_incident(self, rt: AppRuntime, found: Incident) -> int | None:
-        """Snapshot first, then the cure the watchdog named: restart the app, stop (CPU fallback), or only
-        record (a failed task that ended). An exit code to stop with."""
+        """Snapshot first, then the cure the watchdog named: restart the app, stop (CPU fallback: 69, a GPU fault:
+        71), or only record (a failed task that ended). An exit code to stop with."""
         if found.action == RESTART and rt.deliberate:
             return None  # the app is being replaced already: the same episode, seen once more
         if rt.watch.stale(found):
@@ -40,6 +40,8 @@ class AppSupervision(ServiceState):
             return None
         if found.action == STOP:
             rt.watch.keep_open()
+            if found.kind == GPU_FAULT:  # gpufaults.py: the line names the GPU, the fault and NVIDIA's action
+                return self.give_up(rt, found.line, exitcodes.GPU_FAULT)
             line = (
                 f"REFUSED [provider_not_used]: the {self.named(rt)}fell back to the CPU at run time: {found.line[:300]}"
             )

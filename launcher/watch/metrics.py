@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from launcher.watch.watchdog import BLOCKED, CPU_FALLBACK, STALL, TASK_FAILED
+from launcher.watch.watchdog import BLOCKED, CPU_FALLBACK, CUDA_STICKY, GPU_FAULT, GPU_XID, STALL, TASK_FAILED
 
 PREFIX = "heygem"
 TASK_SECONDS = (5, 15, 30, 60, 120, 300, 600, 1200, 3600)  # HeyGem: ~60 s for 150 frames on a GPU
@@ -46,6 +46,8 @@ class NoMetrics:
     def incident(self, kind: str, instance: str = "app") -> None: ...
     def task(self, outcome: str, seconds: float | None, fps: float | None, instance: str = "app") -> None: ...
     def sessions(self, counts: Mapping[str, int], instance: str = "app") -> None: ...
+    def gpu_xid(self, gpu: int, xid: int) -> None: ...
+    def gpu_lost(self, gpu: int) -> None: ...
 
 
 class Metrics(NoMetrics):
@@ -80,6 +82,13 @@ class Metrics(NoMetrics):
         )
         self._fps = Histogram(
             f"{PREFIX}_task_frames_per_second", "a task's frame rate", labels, buckets=FPS_BUCKETS, registry=registry
+        )
+        self._xids = Counter(f"{PREFIX}_gpu_xid", "NVML's XID events by GPU and XID", ["gpu", "xid"], registry=registry)
+        self._lost = Gauge(
+            f"{PREFIX}_gpu_lost",
+            "1 once NVML said the GPU is lost (or Unknown Error) while the apps ran",
+            ["gpu"],
+            registry=registry,
         )
         self._causes: dict[str, str] = {}
         self._running: set[str] = set()  # apps with a start time and an uptime
@@ -135,7 +144,7 @@ class Metrics(NoMetrics):
         self._running.add(instance)
         # The counters exist at 0 from the app's start: Prometheus' increase() then sees the first one.
         self._restarts.labels(instance)
-        for kind in (BLOCKED, STALL, TASK_FAILED, CPU_FALLBACK):
+        for kind in (BLOCKED, STALL, TASK_FAILED, CPU_FALLBACK, CUDA_STICKY, GPU_XID, GPU_FAULT):
             self._incidents.labels(instance, kind)
         self._started.labels(instance).set(at)
         self._uptime.labels(instance).set_function(lambda: time.time() - at)
@@ -159,6 +168,12 @@ class Metrics(NoMetrics):
             self._seconds.labels(instance).observe(seconds)
         if fps is not None:
             self._fps.labels(instance).observe(fps)
+
+    def gpu_xid(self, gpu: int, xid: int) -> None:
+        self._xids.labels(str(gpu), str(xid)).inc()
+
+    def gpu_lost(self, gpu: int) -> None:
+        self._lost.labels(str(gpu)).set(1)
 
 
 class _Handler(BaseHTTPRequestHandler):

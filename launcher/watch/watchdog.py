@@ -8,6 +8,9 @@ message, never against text a user controls (file names and task codes appear in
   -> `stall`, restart;
 - one of HeyGem's failure ERROR records -> `task_failed`, recorded once per task, no restart (the task ends
   and the service stays healthy); if the task has not ended HEYGEM_STALL_SECONDS later it has hung -> `stall`;
+- a sticky CUDA error (`STICKY_ERRORS`) in an error's own words: a line that an exception or ONNX Runtime's error
+  log begins, or one of HeyGem's ERROR records -> `cuda_sticky`, restart at once (every later CUDA call of the
+  process fails the same way, and its queue would block 60 s later);
 - ONNX Runtime's own fallback lines (its C++ log, the Python layer's `EP Error` / `Falling back to`, the
   CPU wheel shadowing the GPU one) -> `cpu_fallback`, stop (or warn);
 - HeyGem's own timeout (`任务执行失败…[no final result]`, and A's `_queue.Empty` shape `异常信息:[]`):
@@ -30,6 +33,7 @@ when it comes within DUPLICATE_SECONDS. Plain lines arrive once and always count
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import OrderedDict, deque
 from dataclasses import dataclass, replace
 
@@ -43,7 +47,26 @@ BLOCKED = "blocked"
 STALL = "stall"
 TASK_FAILED = "task_failed"
 CPU_FALLBACK = "cpu_fallback"
+CUDA_STICKY = "cuda_sticky"  # a sticky CUDA error in the app's output: its CUDA context is poisoned
+GPU_XID = "gpu_xid"  # an application XID on the app's GPU (NVML): the app restarts, the GPU is fine
+GPU_FAULT = "gpu_fault"  # a reset/reboot-class XID, a lost GPU or NVML's Unknown Error: the app stops
 RESTART, RECORD, STOP, WARN = "restart", "record", "stop", "warn"
+
+# Sticky CUDA errors, which poison the process's CUDA context: torch raises `RuntimeError: CUDA error: <text>`
+# (cuBLAS/cuDNN: `CUBLAS_STATUS_EXECUTION_FAILED`, `cuDNN error: CUDNN_STATUS_EXECUTION_FAILED`), ONNX Runtime logs
+# `CUDA failure <code>: <text>` (cuda_call.cc). Codes: cudaErrorIllegalAddress 700, cudaErrorLaunchFailure 719,
+# cudaErrorECCUncorrectable 214, cudaErrorAssert 710 (CUDA Runtime API, cudaError). Source: FIELD.md section 8.
+STICKY_ERRORS = (
+    r"CUDA error: (?:an illegal memory access was encountered|unspecified launch failure"
+    r"|uncorrectable ECC error encountered|device-side assert triggered)",
+    r"CUDA failure (?:700|719|214|710)\b",
+    r"\bCUBLAS_STATUS_EXECUTION_FAILED\b",
+    r"\bCUDNN_STATUS_EXECUTION_FAILED\b",
+)
+_STICKY = re.compile("|".join(STICKY_ERRORS))
+# Where an error's own words are: a line an exception begins (`RuntimeError: …`, `onnxruntime…Fail: …`) or ONNX
+# Runtime's error log (`… [E:onnxruntime:…`); never a print or a log line that may quote a user's file name.
+_ERROR_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*(?:Error|Exception|Fail)(?::|$)|\S+ \S+ \[[EF]:onnxruntime:)")
 
 LAST_LINES = 50
 SNAPSHOT_LINE = 2000  # characters of a line kept for a snapshot: an incident file stays well under 1 MB
@@ -121,6 +144,7 @@ class Watchdog(TaskLedger):
         self.self_heals: deque[float] = deque(maxlen=2)
         self.fallback_guard = self.guard
         self.fallback_fired = False
+        self.sticky_fired = False
 
     # -- readiness --------------------------------------------------------------------------------------
     @property
@@ -169,9 +193,16 @@ class Watchdog(TaskLedger):
         )
 
     def _plain(self, line: str, now: float) -> list[Incident]:
-        if not self.s.pattern_fallback.search(line) or self._before_fence(ort_line_time(line, self.tz), now):
-            return []
-        return self.cpu_fallback(line.strip()[:SNAPSHOT_LINE], now)
+        if self._before_fence(ort_line_time(line, self.tz), now):
+            return []  # ONNX Runtime's line, stamped before this process started: the old one's
+        if _ERROR_LINE.match(line) and _STICKY.search(line):
+            return self.sticky(line.strip()[:SNAPSHOT_LINE], now)
+        return self.cpu_fallback(line.strip()[:SNAPSHOT_LINE], now) if self.s.pattern_fallback.search(line) else []
+
+    def sticky(self, evidence: str, now: float) -> list[Incident]:
+        """A sticky CUDA error: once per app process (every later call repeats it), restart."""
+        fired, self.sticky_fired = self.sticky_fired, True
+        return [] if fired else [Incident(CUDA_STICKY, evidence, now, RESTART)]
 
     def cpu_fallback(self, evidence: str, now: float) -> list[Incident]:
         """ONNX Runtime runs on the CPU (its own lines, or what /proc shows): once per app process."""
@@ -192,6 +223,8 @@ class Watchdog(TaskLedger):
         if record.level == "ERROR" and code in self.previous_codes and code not in self.open_tasks:
             return []  # about a task of the process that was replaced
         if record.level == "ERROR":
+            if _STICKY.search(message):
+                return self.sticky(text, now)
             if d.blocked.search(message):
                 return self._open(self.find(code, now), BLOCKED, text, now, RESTART)
             if d.failure.search(message) or d.wedged.search(message):

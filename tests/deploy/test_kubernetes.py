@@ -73,3 +73,11 @@ def test_the_validation_is_strict_enough_to_fail() -> None:
     service["spec"]["portz"] = service["spec"].pop("ports")
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(service, VERSIONS[-1], strict=True)
+
+
+def test_the_termination_message_is_the_launchers_cause_line() -> None:
+    """heygem-launch writes the cause of a failed exit to /dev/termination-log (the default path); the log's tail
+    stands in only when it wrote nothing (a kill, an OOM)."""
+    container = kind("Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert container.get("terminationMessagePath", "/dev/termination-log") == "/dev/termination-log"

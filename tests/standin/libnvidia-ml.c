@@ -2,23 +2,30 @@
  * the settings (settings.h; written by tests/standin_driver.py), with the signatures of NVIDIA's nvml.h
  * (docs.nvidia.com/deploy/nvml-api) as nvidia-ml-py 13 calls them.
  *
- * Extending it (issue 19, XID events): add nvmlEventSetCreate(nvmlEventSet_t *), nvmlDeviceRegisterEvents(device,
- * unsigned long long types, set), nvmlEventSetWait_v2(set, nvmlEventData_t *, unsigned int timeout_ms) and
- * nvmlEventSetFree; read the events to deliver from a key such as `gpu.N.xid 79` (or a file the test appends to,
- * read at each wait, so a test can raise an XID while the service runs), and fill nvmlEventData_t {device,
- * eventType, eventData (the XID), gpuInstanceId, computeInstanceId}; return NVML_ERROR_TIMEOUT (10) when none.
- * Then add the knob to StandInGpu in tests/standin_driver.py.
+ * Events (XIDs, a lost GPU): nvmlEventSetWait_v2 delivers the lines a test appends to the file named by the `events`
+ * setting (tests/standin_driver.py's raise_xid / raise_nvml_error), from the end the file had when the set was made
+ * (NVML delivers only what happens after registration). A line is `GPU XID` (an XidCriticalError event for that GPU)
+ * or `GPU !N` / `* !N` (the wait fails with NVML error N, and every later query on that GPU, or all GPUs, fails the
+ * same way: 15 GPU_IS_LOST, 999 Unknown Error). The wait sleeps in poll() on an inotify watch of the file's folder:
+ * like the real driver's, it wakes only for an event or at its timeout.
  */
 #include "settings.h"
 
+#include <limits.h>
+#include <poll.h>
+#include <sys/inotify.h>
+#include <time.h>
+#include <unistd.h>
+
 typedef int nvmlReturn_t;
 enum { NVML_SUCCESS = 0, NVML_ERROR_UNINITIALIZED = 1, NVML_ERROR_INVALID_ARGUMENT = 2, NVML_ERROR_NOT_SUPPORTED = 3,
-       NVML_ERROR_INSUFFICIENT_SIZE = 7 };
+       NVML_ERROR_INSUFFICIENT_SIZE = 7, NVML_ERROR_TIMEOUT = 10 };
 
 #define MAX_GPUS 16
 typedef struct { unsigned index; } standin_device; /* what nvmlDevice_t points to */
 static standin_device devices[MAX_GPUS];
-static int initialized;
+static int initialized; /* nvmlInit's count: NVML stays up until as many nvmlShutdown calls (nvml.h) */
+static int lost[MAX_GPUS]; /* an NVML error every query on that GPU now returns (an event line's `!N`) */
 
 static unsigned gpu_count(void) {
     unsigned count = (unsigned)standin_number(standin_get("gpu_count"), 0);
@@ -33,6 +40,7 @@ static unsigned long long gpu_number(const standin_device *d, const char *key, u
 static nvmlReturn_t query(const standin_device *d, const char *key) {
     if (!initialized) return NVML_ERROR_UNINITIALIZED;
     if (d == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+    if (lost[d->index]) return lost[d->index];
     return standin_error(standin_gpu_get(d->index, key));
 }
 
@@ -40,13 +48,14 @@ nvmlReturn_t nvmlInitWithFlags(unsigned int flags) {
     (void)flags;
     nvmlReturn_t failed = (nvmlReturn_t)standin_number(standin_get("nvml.init"), 0);
     if (failed) return failed;
-    initialized = 1;
+    initialized++;
     return NVML_SUCCESS;
 }
 nvmlReturn_t nvmlInit_v2(void) { return nvmlInitWithFlags(0); }
 nvmlReturn_t nvmlInit(void) { return nvmlInitWithFlags(0); }
 nvmlReturn_t nvmlShutdown(void) {
-    initialized = 0;
+    if (!initialized) return NVML_ERROR_UNINITIALIZED;
+    initialized--;
     return NVML_SUCCESS;
 }
 
@@ -57,6 +66,7 @@ const char *nvmlErrorString(nvmlReturn_t result) {
     case 2: return "Invalid Argument";
     case 3: return "Not Supported";
     case 9: return "Driver Not Loaded";
+    case 10: return "Timeout";
     case 15: return "GPU is lost";
     default: return "Unknown Error";
     }
@@ -262,5 +272,117 @@ nvmlReturn_t nvmlDeviceGetFieldValues(standin_device *d, int count, nvmlFieldVal
         values[i].nvmlReturn = NVML_SUCCESS;
         values[i].value.ui = (unsigned)standin_number(value, 0);
     }
+    return NVML_SUCCESS;
+}
+
+/* -- events ------------------------------------------------------------------------------------------------------ */
+#define NVML_EVENT_TYPE_XID_CRITICAL_ERROR 0x8ULL
+
+typedef struct { unsigned long long registered; long offset; int inotify; } standin_event_set;
+typedef struct {
+    standin_device *device;
+    unsigned long long eventType, eventData;
+    unsigned int gpuInstanceId, computeInstanceId;
+} nvmlEventData_t;
+
+static long file_size(const char *path) {
+    FILE *file = fopen(path, "r");
+    if (file == NULL) return 0;
+    fseek(file, 0, SEEK_END);
+    long size = ftell(file);
+    fclose(file);
+    return size;
+}
+
+nvmlReturn_t nvmlEventSetCreate(standin_event_set **set) {
+    if (!initialized) return NVML_ERROR_UNINITIALIZED;
+    if (set == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+    const char *path = standin_get("events");
+    standin_event_set *made = calloc(1, sizeof *made);
+    made->inotify = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+    if (path != NULL) {
+        char folder[4096];
+        snprintf(folder, sizeof folder, "%s", path);
+        char *slash = strrchr(folder, '/');
+        if (slash != NULL) *slash = 0;
+        inotify_add_watch(made->inotify, folder, IN_MODIFY | IN_CLOSE_WRITE | IN_CREATE | IN_MOVED_TO);
+        made->offset = file_size(path);
+    }
+    *set = made;
+    return NVML_SUCCESS;
+}
+
+/* `gpu.N.events !3`: the GPU does not support events (NVML_ERROR_NOT_SUPPORTED), as on some GeForce boards. */
+nvmlReturn_t nvmlDeviceRegisterEvents(standin_device *d, unsigned long long types, standin_event_set *set) {
+    nvmlReturn_t failed = query(d, "events");
+    if (failed) return failed;
+    if (set == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+    if (types & NVML_EVENT_TYPE_XID_CRITICAL_ERROR) set->registered |= 1ULL << d->index;
+    return NVML_SUCCESS;
+}
+
+/* The next line for a registered GPU: 0 and the event filled in, an NVML error, or -1 when none has come. */
+static int next_event(standin_event_set *set, nvmlEventData_t *data) {
+    const char *path = standin_get("events");
+    FILE *file = path ? fopen(path, "r") : NULL;
+    if (file == NULL) return -1;
+    fseek(file, set->offset, SEEK_SET);
+    char line[128];
+    int found = -1;
+    while (found < 0 && fgets(line, sizeof line, file) != NULL && strchr(line, '\n') != NULL) {
+        set->offset = ftell(file);
+        char *value = strchr(line, ' ');
+        if (value == NULL) continue;
+        *value++ = 0;
+        int every = strcmp(line, "*") == 0;
+        unsigned index = every ? 0 : (unsigned)strtoul(line, NULL, 10);
+        if (!every && (index >= MAX_GPUS || !(set->registered & (1ULL << index)))) continue;
+        if (value[0] == '!') {
+            found = atoi(value + 1);
+            for (unsigned i = 0; i < MAX_GPUS; i++)
+                if ((every && (set->registered & (1ULL << i))) || (!every && i == index)) lost[i] = found;
+            continue;
+        }
+        devices[index].index = index;
+        data->device = &devices[index];
+        data->eventType = NVML_EVENT_TYPE_XID_CRITICAL_ERROR;
+        data->eventData = strtoull(value, NULL, 10);
+        data->gpuInstanceId = data->computeInstanceId = 0xFFFFFFFF;
+        found = 0;
+    }
+    fclose(file);
+    return found;
+}
+
+static long long now_ms(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+nvmlReturn_t nvmlEventSetWait_v2(standin_event_set *set, nvmlEventData_t *data, unsigned int timeout_ms) {
+    if (!initialized) return NVML_ERROR_UNINITIALIZED;
+    if (set == NULL || data == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+    long long deadline = now_ms() + timeout_ms;
+    for (;;) {
+        int found = next_event(set, data);
+        if (found >= 0) return found;
+        long long left = deadline - now_ms();
+        if (left <= 0) return NVML_ERROR_TIMEOUT;
+        struct pollfd wait = {set->inotify, POLLIN, 0};
+        poll(&wait, 1, left > INT_MAX ? INT_MAX : (int)left);
+        char drained[4096];
+        while (read(set->inotify, drained, sizeof drained) > 0) {
+        }
+    }
+}
+nvmlReturn_t nvmlEventSetWait(standin_event_set *set, nvmlEventData_t *data, unsigned int timeout_ms) {
+    return nvmlEventSetWait_v2(set, data, timeout_ms);
+}
+
+nvmlReturn_t nvmlEventSetFree(standin_event_set *set) {
+    if (set == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+    close(set->inotify);
+    free(set);
     return NVML_SUCCESS;
 }
