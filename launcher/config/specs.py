@@ -155,6 +155,8 @@ def _size(raw: str) -> int:
 
 @dataclass(frozen=True)
 class Spec:
+    """One `HEYGEM_*` setting: its key, its attribute, its parser, its default and its help."""
+
     key: str
     attr: str
     parse: Callable[[str], object]

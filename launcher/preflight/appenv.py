@@ -20,6 +20,8 @@ DEFAULT_PORT = 7860
 
 @dataclass(frozen=True)
 class AppEnvironment:
+    """The environment the probe runs with and the app gets, the env it comes from, and what was changed."""
+
     env: dict[str, str]
     conda: conda.CondaEnv
     library_path: LibraryPath
