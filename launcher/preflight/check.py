@@ -161,6 +161,14 @@ def preflight(settings: Settings, environ: Mapping[str, str]) -> CheckResult:
     return run_preflight(settings, environ)
 
 
+def import_evidence() -> None:
+    """Imports what reads the build, the library table and NVML and decides the verdict. One app's preflight
+    does it once its probe has started; the fleet's before its threads start their probes together (one thread
+    importing while the others wait on the import lock and the GIL would start the probes apart)."""
+    from launcher.preflight import libresolve, ortbuild, verdict  # noqa: F401
+    from launcher.system import gpu  # noqa: F401
+
+
 def run_preflight(settings: Settings, environ: Mapping[str, str], *, start: bool = True) -> CheckResult:
     """The preflight. `start`: the app is to be started, so an app command that cannot start is a config
     error (ConfigError, 78) before anything is probed; for `--check-only` and `doctor` (start=False) the
@@ -179,6 +187,7 @@ def run_preflight(settings: Settings, environ: Mapping[str, str], *, start: bool
                 check_app_command(settings.app_command, settings.app_dir, app.env, app.conda.prefix)
             except ConfigError as exc:
                 config_error = str(exc)
+        import_evidence()
         from launcher.preflight.ortbuild import find_build
         from launcher.preflight.verdict import decide
         from launcher.system import gpu

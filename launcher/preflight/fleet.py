@@ -13,7 +13,7 @@ from launcher.config.instances import SINGLE_PROGRAM, Instance, plan, policy_met
 from launcher.config.settings import Settings
 from launcher.preflight import probe
 from launcher.preflight.appenv import PORT_VARIABLE, app_port
-from launcher.preflight.check import CheckResult, preflight, run_preflight
+from launcher.preflight.check import CheckResult, import_evidence, preflight, run_preflight
 from launcher.preflight.check import with_config_refusal as check_with_config_refusal
 
 TYPE_CHECKING = False  # not typing's: importing typing costs ~3 ms on the probe's critical path
@@ -189,6 +189,8 @@ def fleet_preflight(
 
     # Only here: one app's preflight (the default) must not pay for the import (~8 ms, on the critical path).
     from concurrent.futures import ThreadPoolExecutor, wait
+
+    import_evidence()
 
     # One thread per GPU (at most 64), whatever the cores: each only waits on its probe child, and the probes'
     # CUDA start-ups overlap.
