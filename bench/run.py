@@ -2,7 +2,7 @@
 
 preflight: `heygem-launch --check-only` against the naive check
            `python -c "import onnxruntime; print(onnxruntime.get_available_providers())"`, interleaved,
-           medians; target ratio <= 2.0. Also the launcher's own peak RSS (VmHWM of its process, the probe
+           medians; target ratio <= 1.25 (issue 15). Also the launcher's own peak RSS (VmHWM of its process, the probe
            child excluded): target <= 40 MB.
 preflight-1.16: the same, with HeyGem's build: onnxruntime-gpu 1.16.3 in a Python 3.8 env (the tests' cached
            env, tests/envs.py; built on first use), checked with `--conda-env`; the naive check runs in
@@ -10,9 +10,10 @@ preflight-1.16: the same, with HeyGem's build: onnxruntime-gpu 1.16.3 in a Pytho
 respawn:   kill -9 of the running app -> a new app process, heygem-launch's stack against supervisord alone
            with the same app, interleaved; target median < 0.5 s.
 stop:      SIGTERM -> heygem-launch exits, with a well-behaved app; target < 1 s beyond the app's own stop.
-idle:      heygem-launch, supervisord and the wrapper at rest: RSS <= 60 MB in all, CPU < 1% of one core
-           over --idle-seconds (default 60). idle-gpu-watch: the same with the tests' stand-in NVIDIA driver on the
-           path, so that the GPU watch runs: unchanged, as its thread sleeps in the driver (no polling).
+idle:      heygem-launch, supervisord and the wrapper at rest: RSS <= 50 MB in all (issue 15; PSS reported too),
+           CPU < 1% of one core over --idle-seconds (default 60). idle-gpu-watch: the same with the
+           tests' stand-in NVIDIA driver on the path, so that the GPU watch runs: unchanged, as its thread sleeps in
+           the driver (no polling).
 detect:    the queue-full line -> a new app process (target median < 2 s); a stall -> a new app process
            (HEYGEM_STALL_SECONDS=3 here; target < 3 + 2 s).
 probes:    `heygem-launch probe live|ready|startup` on a ready service (target median < 0.3 s).
@@ -53,6 +54,7 @@ PY = sys.executable
 NAIVE_CODE = "import onnxruntime; print(onnxruntime.get_available_providers())"
 NAIVE = [PY, "-c", NAIVE_CODE]
 LAUNCH = [PY, "-m", "launcher", "--check-only"]
+RATIO_TARGET = 1.25  # --check-only against the naive check (issue 15; 2.0 before)
 
 
 def launch_rss(args: list[str]) -> list[str]:
@@ -101,10 +103,10 @@ def bench_preflight(rounds: int, env_python: str = PY, args: tuple[str, ...] = (
         "naive_median_s": round(statistics.median(naive), 3),
         "check_only_median_s": round(statistics.median(launch), 3),
         "ratio": round(ratio, 2),
-        "ratio_target": 2.0,
+        "ratio_target": RATIO_TARGET,
         "launcher_peak_rss_mb": round(rss_mb, 1),
         "rss_target_mb": 40,
-        "pass": ratio <= 2.0 and rss_mb <= 40,
+        "pass": ratio <= RATIO_TARGET and rss_mb <= 40,
     }
 
 

@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 APP = REPO / "tests" / "heygem_like_app.py"
 APP_ARGV = ["python", str(APP)]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+IDLE_RSS_TARGET_MB = 50  # the three processes' RSS together (issue 15; 60 before)
 
 
 def free_port() -> int:
@@ -250,12 +251,12 @@ def bench_idle(seconds: float, driver: bool = False) -> dict[str, object]:
         "processes_rss_mb": rss,
         "rss_total_mb": round(total, 1),
         "pss_total_mb": round(pss, 1),
-        "rss_target_mb": 60,
+        "rss_target_mb": IDLE_RSS_TARGET_MB,
         "cpu_percent_of_one_core": round(cpu, 3),
         "cpu_target_percent": 1.0,
         "window_s": seconds,
         "gpu_watch": "on (stand-in driver)" if driver else "off (no driver)",
-        "pass": total <= 60 and cpu < 1.0,
+        "pass": total <= IDLE_RSS_TARGET_MB and cpu < 1.0,
     }
 
 

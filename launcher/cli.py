@@ -2,38 +2,26 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
-import select
-import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
 from launcher import exitcodes
+from launcher.commands.check import check as run_check
+from launcher.commands.check import guarded as _guarded
+from launcher.commands.check import stdout_reader_gone as stdout_reader_gone
+from launcher.commands.run import serve
+from launcher.config.flags import SETTING_OPTIONS as _SETTING_OPTIONS
 from launcher.config.settings import Settings, load_settings
 from launcher.config.specs import SPECS
 from launcher.errors import ConfigError, LaunchError, one_line
 from launcher.system.outlet import hold_std_fds
 from launcher.system.rundir import RunDir
-
-# Command-line option -> setting key; flags are the top layer of the settings.
-_SETTING_OPTIONS: tuple[tuple[str, str, str], ...] = (
-    ("--env-file", "HEYGEM_ENV_FILE", "the .env file (default: $HEYGEM_ENV_FILE, else ./.env if present)"),
-    ("--conda-root", "HEYGEM_CONDA_ROOT", "conda installation root"),
-    ("--conda-env", "HEYGEM_CONDA_ENV", "env name, prefix path, or '' for this interpreter"),
-    ("--app-dir", "HEYGEM_APP_DIR", "the app's working directory"),
-    ("--app-command", "HEYGEM_APP_COMMAND", "the app's command line"),
-    ("--require-provider", "HEYGEM_REQUIRE_PROVIDER", "provider the probe must run on"),
-    ("--extra-library-path", "HEYGEM_EXTRA_LIBRARY_PATH", "extra library folders, colon-separated"),
-    ("--preflight-timeout", "HEYGEM_PREFLIGHT_TIMEOUT", "seconds before a hung probe is killed"),
-    ("--run-dir", "HEYGEM_RUN_DIR", "private folder for sockets and logs"),
-    ("--stop-grace", "HEYGEM_STOP_GRACE", "seconds between SIGTERM and SIGKILL on stop"),
-)
 
 
 def _param(option: str) -> str:
@@ -54,84 +42,6 @@ def collect_flags(ctx: click.Context, params: dict[str, Any]) -> dict[str, str |
         if value is not None:
             flags[key] = value
     return flags
-
-
-class Interrupted(BaseException):
-    """SIGTERM or SIGINT before the service loop takes over signals: unwinds the preflight (which kills its
-    probe's process group on the way out) instead of dying with it still running."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _interrupt(signum: int, _frame: object) -> None:
-    raise Interrupted(signum)
-
-
-@contextlib.contextmanager
-def interruptible() -> Iterator[None]:
-    """SIGTERM/SIGINT raise Interrupted until the block ends (the service installs its own handlers)."""
-    old = {signum: signal.signal(signum, _interrupt) for signum in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for signum, handler in old.items():
-            signal.signal(signum, handler)
-
-
-def stdout_reader_gone(fd: int = 1) -> bool:
-    """True when `fd` is a pipe whose reader has gone (`heygem-launch status | head`): poll() reports
-    POLLERR on such a pipe's write end (pipe(7))."""
-    poller = select.poll()
-    poller.register(fd, select.POLLOUT)
-    return any(event & select.POLLERR for _fd, event in poller.poll(0))
-
-
-def _guarded(call: Callable[[], int]) -> int:
-    """A command's exit code. click turns any BrokenPipeError into a quiet exit 1, which is right only for our
-    own stdout closed by its reader; a pipe to one of our children (a probe, a shell) breaking is an error
-    that must be said, with its code."""
-    try:
-        return call()
-    except BrokenPipeError as exc:
-        if stdout_reader_gone():
-            raise
-        raise LaunchError(f"internal error: a pipe to a child process broke: {exc}") from None
-
-
-def _interrupted(exc: Interrupted, what: str) -> int:
-    name = signal.Signals(exc.signum).name
-    click.echo(f"heygem-launch: {name} {what}: the probe was stopped and the app not started", err=True)
-    from launcher.service.exitpolicy import interrupted_code
-
-    return interrupted_code(exc.signum)
-
-
-def _check(settings: Settings, as_json: bool) -> int:
-    # Imported here so that `--help` and usage errors stay fast.
-    from launcher.preflight.fleet import fleet_preflight, with_config_refusal
-    from launcher.preflight.report import render_fleet, to_json
-
-    if not as_json:
-        for warning in settings.warnings:
-            click.echo(f"heygem-launch: warning: {one_line(warning)}", err=True)
-    try:
-        with interruptible():
-            probed = fleet_preflight(settings, os.environ, start=False)
-    except Interrupted as exc:
-        return _interrupted(exc, "during the preflight")
-    # One result, one verdict: a provider that passed with an app that cannot start is REFUSED [config_error]
-    # in the report and the document alike, never OK with exit 78.
-    result = with_config_refusal(probed)
-    click.echo(to_json(result.as_dict()) if as_json else render_fleet(result))
-    # The provider is the question --check-only answers first (69); an app that could not start as configured
-    # is named either way, and is the exit code (78) when the provider passed.
-    if result.config_error:
-        click.echo(f"heygem-launch: error: {result.config_error}", err=True)
-    if not probed.ok:
-        return exitcodes.UNAVAILABLE
-    return exitcodes.CONFIG if result.config_error else exitcodes.OK
 
 
 def _settings_help() -> str:
@@ -165,56 +75,10 @@ def cli(ctx: click.Context, check_only: bool, as_json: bool, **params: Any) -> N
             raise click.UsageError("--check-only takes no command")
         return
     if check_only:
-        sys.exit(_guarded(lambda: _check(load_settings(flags), as_json)))
+        sys.exit(_guarded(lambda: run_check(load_settings(flags), as_json, click.echo)))
     if as_json:
         raise click.UsageError("--json needs --check-only or a command")
-    sys.exit(_guarded(lambda: _serve(flags)))
-
-
-def _serve(flags: dict[str, str | None]) -> int:
-    """The run (no command): on an error before the service ran, its line is the termination message too."""
-    from launcher.system import termination
-
-    try:
-        return _run(load_settings(flags), flags)
-    except LaunchError as exc:
-        termination.write(str(exc))
-        raise
-
-
-def _run(settings: Settings, flags: dict[str, str | None]) -> int:
-    """Preflight; on refusal exit 69 without starting anything; on pass run and supervise the app."""
-    from launcher.preflight.fleet import fleet_preflight
-    from launcher.preflight.report import render_fleet
-    from launcher.service.service import make_service
-    from launcher.service.startchecks import check_before_preflight
-
-    for warning in settings.warnings:
-        click.echo(f"heygem-launch: warning: {one_line(warning)}", err=True)
-    # What needs no probe is refused first, in one line (78), not after seconds of preflight and its report.
-    check_before_preflight(settings, os.environ)
-    if settings.preflight == "skip":
-        click.echo(
-            "heygem-launch: WARNING: HEYGEM_PREFLIGHT=skip: starting the app WITHOUT the preflight; "
-            "nothing proves it runs on the GPU (the runtime CPU-fallback guard still applies)",
-            err=True,
-        )
-    try:
-        with interruptible():
-            result = fleet_preflight(settings, os.environ)
-            # To stderr: stdout carries the app's own output.
-            click.echo(render_fleet(result), err=True)
-            if not result.ok:
-                click.echo("heygem-launch: refusing to start the app", err=True)
-                from launcher.system import termination
-
-                verdict = result.verdict
-                termination.write(f"REFUSED [{verdict.cause}]: {verdict.message}", settings.termination_log)
-                return exitcodes.UNAVAILABLE
-            service = make_service(settings, flags, result)
-    except Interrupted as exc:
-        return _interrupted(exc, "during the preflight")
-    return service.serve()
+    sys.exit(_guarded(lambda: serve(flags, click.echo)))
 
 
 def _warn_unapplied(flags: dict[str, str | None]) -> None:
@@ -264,7 +128,7 @@ def subcommand(
 @subcommand()
 def check(settings: Settings, as_json: bool) -> int:
     """Run the preflight and report; exit 0 only if the required provider ran the probe."""
-    return _check(settings, as_json)
+    return run_check(settings, as_json, click.echo)
 
 
 @subcommand(client=True, warn_unapplied=True)

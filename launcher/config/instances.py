@@ -12,7 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from launcher.errors import ConfigError
-from launcher.system import gpu
+
+TYPE_CHECKING = False  # the GPU inventory is read after the probe has started (preflight/check.py)
+if TYPE_CHECKING:
+    from launcher.system import gpu
 
 SINGLE_PROGRAM = "app"  # today's one app: its name in supervisord and in every earlier run dir
 MAX_GPUS = 64
@@ -106,7 +109,9 @@ def _candidates(visible: str | None, inventory: gpu.Inventory) -> list[tuple[str
     """The GPUs this launcher may hand out, as (CUDA_VISIBLE_DEVICES entry, NVML device): those of its own
     CUDA_VISIBLE_DEVICES when set, else every GPU NVML lists; None when nothing can say (no driver)."""
     if visible is not None:
-        seen = gpu.visibility(visible, inventory)
+        from launcher.system.gpu import visibility
+
+        seen = visibility(visible, inventory)
         if seen.devices is None:
             return [(entry, None) for entry in seen.entries]
         devices = list(seen.devices)
@@ -163,7 +168,9 @@ def _pick(
     """One listed GPU: it must exist (with a driver) and be among the launcher's visible ones (when set)."""
     device = None
     if inventory.available and not entry.startswith("MIG-"):
-        device = gpu.visibility(entry, inventory).devices
+        from launcher.system.gpu import visibility
+
+        device = visibility(entry, inventory).devices
         if not device:
             known = ", ".join(f"{g.index} ({g.uuid})" for g in inventory.gpus) or "none"
             raise ConfigError(f"HEYGEM_GPUS: {entry!r} matches no GPU (NVML lists: {known})")

@@ -190,6 +190,8 @@ def _memory_mib(raw: str) -> int | None:
 
 @dataclass(frozen=True)
 class Spec:
+    """One `HEYGEM_*` setting: its key, its attribute, its parser, its default and its help."""
+
     key: str
     attr: str
     parse: Callable[[str], object]

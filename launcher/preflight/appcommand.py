@@ -1,4 +1,5 @@
-"""Is HEYGEM_APP_COMMAND something the app's environment can start? Checked by the preflight, before the probe.
+"""Is HEYGEM_APP_COMMAND something the app's environment can start? Checked by the preflight: before the probe
+when the app is to be started, while it runs for `--check-only` and `doctor`.
 
 Without it a missing script passes `--check-only` and then crash-loops under supervisord.
 """

@@ -26,6 +26,8 @@ AUDIT_SOCKET_VARIABLE = "HEYGEM_AUDIT_SOCKET"
 
 @dataclass(frozen=True)
 class AppEnvironment:
+    """The environment the probe runs with and the app gets, the env it comes from, and what was changed."""
+
     env: dict[str, str]
     conda: conda.CondaEnv
     library_path: LibraryPath

@@ -1,6 +1,10 @@
 """The preflight: the app's environment, the library table, the GPU inventory, the probe, the verdict.
 
 One `CheckResult` holds all of it; the people's report and `--json` are both rendered from it.
+
+The probe is on the critical path (its python starts and imports onnxruntime): it starts as soon as its
+environment is known, so this module imports at the top only what that takes; what reads the build, the
+library table, NVML and the verdict is imported after the probe has started, while it runs.
 """
 
 from __future__ import annotations
@@ -8,23 +12,26 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
 
-from launcher.config.masking import mask_env
 from launcher.config.settings import Settings
 from launcher.errors import ConfigError
-from launcher.preflight import causes
 from launcher.preflight.appcommand import check_app_command
 from launcher.preflight.appenv import AppEnvironment, prepare_environment
-from launcher.preflight.libresolve import candidates, dangling, defines, resolve
-from launcher.preflight.ortbuild import OrtBuild, find_build, required_libraries
 from launcher.preflight.probe import ProbeResult, ProbeRun
-from launcher.preflight.verdict import CPU, LibraryRow, Verdict, decide, symbol_error
-from launcher.system import gpu
+
+TYPE_CHECKING = False  # not typing's: importing typing costs ~3 ms on the probe's critical path
+if TYPE_CHECKING:
+    from typing import Any
+
+    from launcher.preflight.ortbuild import OrtBuild
+    from launcher.preflight.verdict import LibraryRow, Verdict
+    from launcher.system import gpu
 
 
 @dataclass(frozen=True)
 class CheckResult:
+    """One app's preflight: its environment, the build, the library table, the GPUs, the probe, the verdict."""
+
     verdict: Verdict
     settings: Settings
     app: AppEnvironment
@@ -44,6 +51,8 @@ class CheckResult:
     @property
     def libraries_apply(self) -> bool:
         """Whether the CUDA library table bears on the verdict: not when the CPU provider is required."""
+        from launcher.preflight.verdict import CPU
+
         return self.settings.require_provider != CPU
 
     @property
@@ -52,6 +61,8 @@ class CheckResult:
 
     def as_dict(self) -> dict[str, Any]:
         """The `--json` document; secrets masked, like every other output."""
+        from launcher.config.masking import mask_env
+
         build = self.build
         return {
             **self.verdict.summary(),
@@ -108,6 +119,9 @@ def with_config_refusal(check: CheckResult) -> CheckResult:
     refusal stays as it is (it is what must be fixed first); doctor keeps the provider's own verdict."""
     if not check.ok or check.config_error is None:
         return check
+    from launcher.preflight import causes
+    from launcher.preflight.verdict import Verdict
+
     verdict = Verdict(False, causes.CONFIG_ERROR, check.config_error, CONFIG_FIX, check.verdict.notes)
     return replace(check, verdict=verdict)
 
@@ -117,6 +131,10 @@ def _without_traceback(report: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def library_table(build: OrtBuild | None, entries: tuple[str, ...]) -> tuple[LibraryRow, ...]:
+    from launcher.preflight.libresolve import dangling, resolve
+    from launcher.preflight.ortbuild import required_libraries
+    from launcher.preflight.verdict import LibraryRow
+
     if build is None or build.provider_lib is None:
         return ()
     rows = []
@@ -131,6 +149,9 @@ def library_copies(
     output: str, libraries: tuple[LibraryRow, ...], entries: tuple[str, ...], machine: str | None
 ) -> dict[str, list[tuple[str, bool | None]]]:
     """For a library the loader refused for a missing symbol: every copy on the path, and whether it has it."""
+    from launcher.preflight.libresolve import candidates, defines
+    from launcher.preflight.verdict import symbol_error
+
     error = symbol_error(output, libraries)
     if error is None:
         return {}
@@ -142,6 +163,9 @@ def library_copies(
 
 def skipped_preflight(settings: Settings, environ: Mapping[str, str]) -> CheckResult:
     """HEYGEM_PREFLIGHT=skip: the app's environment is prepared as always, but nothing is probed."""
+    from launcher.preflight.verdict import Verdict
+    from launcher.system import gpu
+
     app = prepare_environment(settings, environ)
     verdict = Verdict(True, None, "preflight skipped (HEYGEM_PREFLIGHT=skip): nothing was checked", "", skipped=True)
     probe = ProbeResult(None, False, {"skipped": True}, "", 0.0)
@@ -155,23 +179,37 @@ def preflight(settings: Settings, environ: Mapping[str, str]) -> CheckResult:
     return run_preflight(settings, environ)
 
 
+def import_evidence() -> None:
+    """Imports what reads the build, the library table and NVML and decides the verdict. One app's preflight
+    does it once its probe has started; the fleet's before its threads start their probes together (one thread
+    importing while the others wait on the import lock and the GIL would start the probes apart)."""
+    from launcher.preflight import libresolve, ortbuild, verdict  # noqa: F401
+    from launcher.system import gpu  # noqa: F401
+
+
 def run_preflight(settings: Settings, environ: Mapping[str, str], *, start: bool = True) -> CheckResult:
     """The preflight. `start`: the app is to be started, so an app command that cannot start is a config
     error (ConfigError, 78) before anything is probed; for `--check-only` and `doctor` (start=False) the
     provider is still checked and the error is kept in `config_error`."""
     app = prepare_environment(settings, environ)
-    config_error = None
-    try:
+    if start:
         check_app_command(settings.app_command, settings.app_dir, app.env, app.conda.prefix)
-    except ConfigError as exc:
-        if start:
-            raise
-        config_error = str(exc)
-    # The probe first: the library table and NVML run while its python starts.
+    # The probe first: the app command, the library table and NVML are checked while its python starts.
     probe_run = ProbeRun(
         app.conda.python, app.env, settings.app_dir, settings.require_provider, settings.preflight_timeout
     )
+    config_error = None
     try:
+        if not start:
+            try:
+                check_app_command(settings.app_command, settings.app_dir, app.env, app.conda.prefix)
+            except ConfigError as exc:
+                config_error = str(exc)
+        import_evidence()
+        from launcher.preflight.ortbuild import find_build
+        from launcher.preflight.verdict import decide
+        from launcher.system import gpu
+
         build = find_build(app.conda.prefix)
         libraries = library_table(build, app.library_path.entries)
         inventory = gpu.inventory()

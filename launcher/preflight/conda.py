@@ -22,6 +22,8 @@ ACTIVATE_SCRIPT_TIMEOUT = 30.0
 
 @dataclass(frozen=True)
 class CondaEnv:
+    """The app's env: its prefix, its name, its python."""
+
     prefix: Path
     name: str  # what conda puts in CONDA_DEFAULT_ENV
     python: Path

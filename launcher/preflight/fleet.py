@@ -8,16 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
 
 from launcher.config.instances import SINGLE_PROGRAM, Instance, plan, policy_met
 from launcher.config.settings import Settings
-from launcher.preflight import causes, probe
+from launcher.preflight import probe
 from launcher.preflight.appenv import PORT_VARIABLE, app_port
-from launcher.preflight.check import CheckResult, preflight, run_preflight
+from launcher.preflight.check import CheckResult, import_evidence, preflight, run_preflight
 from launcher.preflight.check import with_config_refusal as check_with_config_refusal
-from launcher.preflight.verdict import Verdict
-from launcher.system import gpu
+
+TYPE_CHECKING = False  # not typing's: importing typing costs ~3 ms on the probe's critical path
+if TYPE_CHECKING:
+    from typing import Any
+
+    # imported where used: the probe starts before the verdict's and NVML's modules are needed
+    from launcher.preflight.verdict import Verdict
+    from launcher.system import gpu
 
 VISIBLE = "CUDA_VISIBLE_DEVICES"
 
@@ -58,6 +63,8 @@ class FleetCheck:
     @property
     def failing(self) -> tuple[MemberCheck, ...]:
         """Provider refusals before config errors: the provider is what must be fixed first."""
+        from launcher.preflight import causes
+
         refused = [m for m in self.members if not m.check.ok]
         return tuple(sorted(refused, key=lambda m: m.check.verdict.cause == causes.CONFIG_ERROR))
 
@@ -88,6 +95,8 @@ class FleetCheck:
         """One app: its own. Several: the first refusal, named with its GPU; or how many passed."""
         if self.single:
             return self.primary.verdict
+        from launcher.preflight.verdict import Verdict
+
         total, passed = len(self.members), len(self.passing)
         policy = f"HEYGEM_GPU_POLICY={self.settings.gpu_policy}"
         if not self.ok:
@@ -158,13 +167,18 @@ def fleet_preflight(
     environ: Mapping[str, str],
     *,
     start: bool = True,
-    inventory: Callable[[], gpu.Inventory] = gpu.inventory,
+    inventory: Callable[[], gpu.Inventory] | None = None,
 ) -> FleetCheck:
     """Every app's preflight (`preflight`, or `run_preflight(start=False)` for --check-only and doctor), in
-    parallel threads, each probe a child of its own. Raises ConfigError as the single preflight does."""
+    parallel threads, each probe a child of its own. Raises ConfigError as the single preflight does.
+    `inventory`: NVML's (`gpu.inventory`) unless given."""
     if settings.gpus is None:
         check = preflight(settings, environ) if start else run_preflight(settings, environ, start=False)
         return FleetCheck(settings, (MemberCheck(Instance(0, SINGLE_PROGRAM, None, None, check.app.port), check),))
+    if inventory is None:
+        from launcher.system.gpu import inventory as nvml_inventory
+
+        inventory = nvml_inventory
     planned = instances_for(settings, environ, inventory())
 
     def one(instance: Instance) -> MemberCheck:
@@ -175,6 +189,8 @@ def fleet_preflight(
 
     # Only here: one app's preflight (the default) must not pay for the import (~8 ms, on the critical path).
     from concurrent.futures import ThreadPoolExecutor, wait
+
+    import_evidence()
 
     # One thread per GPU (at most 64), whatever the cores: each only waits on its probe child, and the probes'
     # CUDA start-ups overlap.

@@ -50,7 +50,7 @@ def ld_cache() -> dict[str, tuple[str, ...]]:
     return {name: tuple(paths) for name, paths in cache.items()}
 
 
-def resolve(soname: str, library_path: Iterable[str], machine: str | None) -> str | None:
+def resolve(soname: str, library_path: Iterable[str], machine: int | None) -> str | None:
     candidates = [os.path.join(folder, soname) for folder in library_path]
     candidates += ld_cache().get(soname, ())
     candidates += [os.path.join(folder, soname) for folder in DEFAULT_DIRS]

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import ast
 import re
+import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from launcher.preflight.libpath import site_packages
 
@@ -41,7 +43,7 @@ class OrtBuild:
     provider_lib: Path | None
     distributions: tuple[str, ...]  # dist-info names found, e.g. ("onnxruntime", "onnxruntime_gpu")
     needed: tuple[str, ...] = ()  # the provider library's NEEDED sonames
-    machine: str | None = None  # the provider library's e_machine, for skipping foreign files
+    machine: int | None = None  # the provider library's e_machine, for skipping foreign files
     gpu_dist_version: str = ""  # onnxruntime-gpu's version from its dist metadata, whatever files won
 
     @property
@@ -157,29 +159,83 @@ def find_build(prefix: Path) -> OrtBuild | None:
     return None
 
 
+class ELFError(Exception):
+    """Not an ELF file, or one cut short."""
+
+
+# (header: e_machine, e_shoff, e_shentsize, e_shnum), (section header: sh_type, sh_offset, sh_size, sh_link,
+# sh_entsize), dynamic entry (d_tag, d_val): struct layouts by ELF class (1: 32-bit, 2: 64-bit), from elf(5).
+_LAYOUTS = {
+    1: ("18xH12xI10xHH", "4xI8xIII8xI", "iI"),
+    2: ("18xH20xQ10xHH", "4xI16xQQI12xQ", "qQ"),
+}
+_SHT_DYNAMIC, _DT_NULL, _DT_NEEDED = 6, 0, 1
+
+
+def _read(handle: BinaryIO, offset: int, size: int) -> bytes:
+    handle.seek(offset)
+    data = handle.read(size)
+    if len(data) < size:
+        raise ELFError(f"cut short: {size} bytes at offset {offset}")
+    return data
+
+
+def _elf_layout(handle: BinaryIO) -> tuple[str, int, tuple[str, str, str], tuple[int, int, int, int]]:
+    """(byte order, e_machine, struct layouts, (e_machine, e_shoff, e_shentsize, e_shnum))."""
+    ident = _read(handle, 0, 16)
+    if ident[:4] != b"\x7fELF" or ident[4] not in _LAYOUTS or ident[5] not in (1, 2):
+        raise ELFError("not an ELF file")
+    order = "<" if ident[5] == 1 else ">"
+    layouts = _LAYOUTS[ident[4]]
+    fields = struct.unpack(order + layouts[0], _read(handle, 0, struct.calcsize(order + layouts[0])))
+    return order, fields[0], layouts, fields
+
+
 def elf_needed(path: Path) -> tuple[list[str], int | None]:
-    """The NEEDED sonames of an ELF file and its machine (e_machine), via pyelftools."""
-    # Imported here, not at the top: the preflight reads ELF files while the probe child starts up.
-    from elftools.elf.dynamic import DynamicSection
-    from elftools.elf.elffile import ELFFile
-
+    """The NEEDED sonames of an ELF file (each SHT_DYNAMIC section's DT_NEEDED entries, named in the string
+    table it links to, as `readelf -d` shows them) and its machine (e_machine). ELFError when it is no ELF.
+    Read with `struct`: a parser library would cost the preflight tens of milliseconds and megabytes."""
     with path.open("rb") as handle:
-        elf = ELFFile(handle)
+        order, machine, (_header, section, dyn), (_m, shoff, shentsize, shnum) = _elf_layout(handle)
+        section_size = struct.calcsize(order + section)
+        if shoff and shnum == 0:  # more sections than e_shnum holds: the count is section 0's sh_size
+            shnum = struct.unpack(order + section, _read(handle, shoff, section_size))[2]
+        sections = [
+            struct.unpack(order + section, _read(handle, shoff + i * shentsize, section_size))
+            for i in range(shnum if shoff else 0)
+        ]
         needed: list[str] = []
-        for section in elf.iter_sections():
-            if isinstance(section, DynamicSection):
-                needed += [tag.needed for tag in section.iter_tags() if tag.entry.d_tag == "DT_NEEDED"]
-        return needed, elf.header.e_machine
+        dyn_size = struct.calcsize(order + dyn)
+        for sh_type, offset, size, link, _entsize in sections:
+            if sh_type != _SHT_DYNAMIC or link >= len(sections):
+                continue
+            strtab = sections[link][1]
+            for at in range(offset, offset + size - dyn_size + 1, dyn_size):
+                tag, value = struct.unpack(order + dyn, _read(handle, at, dyn_size))
+                if tag == _DT_NULL:
+                    break
+                if tag == _DT_NEEDED:
+                    needed.append(_string(handle, strtab + value))
+        return needed, machine
 
 
-def elf_machine(path: Path) -> str | None:
-    from elftools.common.exceptions import ELFError
-    from elftools.elf.elffile import ELFFile
+def _string(handle: BinaryIO, offset: int) -> str:
+    handle.seek(offset)
+    data = b""
+    while b"\0" not in data:
+        chunk = handle.read(256)
+        if not chunk:
+            raise ELFError(f"string at offset {offset} cut short")
+        data += chunk
+    return data[: data.index(b"\0")].decode("utf-8", "replace")
 
+
+def elf_machine(path: Path) -> int | None:
+    """An ELF file's e_machine; None for a file that cannot be read or is no ELF."""
     try:
         with path.open("rb") as handle:
-            return ELFFile(handle).header.e_machine
-    except (OSError, ELFError):
+            return _elf_layout(handle)[1]
+    except (OSError, ELFError, struct.error):
         return None
 
 

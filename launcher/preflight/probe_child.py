@@ -11,7 +11,6 @@ import json
 import os
 import sys
 import time
-import traceback
 
 report = {
     "ok": False,
@@ -37,6 +36,8 @@ def save(stage, **fields):
 
 
 def fail(stage, exc, **fields):
+    import traceback  # here, not at the top: the probe's start-up is on the preflight's critical path
+
     save(
         stage,
         error_type=type(exc).__name__,

@@ -112,7 +112,8 @@ def start_supervisord(run: RunDir, environ: Mapping[str, str]) -> tuple[subproce
     # Loader-safe and without our HEYGEM_* settings: supervisord and the app's wrapper (which runs in the
     # app dir) must not search the current directory for libraries, nor preload anything.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "supervisor.supervisord", "-c", str(run.config)],
+        # supervisord without OpenSSL, which it never uses (supervisord_main.py): ~4.5 MB less resident memory.
+        [sys.executable, "-m", "launcher.service.supervisord_main", "-c", str(run.config)],
         stdin=subprocess.DEVNULL,
         env=launcher_child_env(environ),
         start_new_session=True,
