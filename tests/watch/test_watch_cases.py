@@ -134,8 +134,15 @@ def test_status_json_shows_the_last_tasks(launch_service) -> None:
     task(service, code="shown", frames=40, fps=40, encode=0.5)
     wait_for(lambda: task_state(service, "shown") == "done", 30, "the task to end")
     env = clean_environ(HEYGEM_RUN_DIR=str(service.run_dir))
-    run = subprocess.run(
-        [*LAUNCH, "status", "--json"], env=env, cwd=service.app_dir, capture_output=True, text=True, timeout=30
-    )
-    doc = json.loads(run.stdout)
+
+    def shown() -> dict | None:  # type: ignore[type-arg]
+        # The launcher lets the app's writes gather (READ_INTERVAL) before it reads them: the state follows the
+        # app's end line within a fraction of a second, not at the same instant.
+        run = subprocess.run(
+            [*LAUNCH, "status", "--json"], env=env, cwd=service.app_dir, capture_output=True, text=True, timeout=30
+        )
+        doc = json.loads(run.stdout)
+        return doc if [t["outcome"] for t in doc.get("tasks", [])] == ["done"] else None
+
+    doc = wait_for(shown, 5, "status --json to show the task done")
     assert [(t["code"], t["outcome"]) for t in doc.get("tasks", [])] == [("shown", "done")], sorted(doc)

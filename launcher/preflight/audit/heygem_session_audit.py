@@ -5,7 +5,7 @@ that an interpreter that never does pays nothing for it, even where no bytecode 
 import os
 import sys
 
-SOCKET_VARIABLE = "HEYGEM_AUDIT_SOCKET"
+SOCKET_VARIABLE = "HEYGEMLAUNCH_AUDIT_SOCKET"
 TARGET = "onnxruntime.capi.onnxruntime_inference_collection"
 MAX_RECORD = 8192  # bytes in one datagram: a model path and two provider lists fit many times over
 

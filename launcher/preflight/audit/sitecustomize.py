@@ -11,7 +11,7 @@ not the memory). It then:
   waits for the app to import `onnxruntime.capi.onnxruntime_inference_collection`, the module that defines
   `InferenceSession`, and then wraps `InferenceSession.__init__` in place (same class, same exceptions, same
   return values; `run()` is untouched);
-- after each session's creation sends one datagram to HEYGEM_AUDIT_SOCKET (a unix socket in the launcher's
+- after each session's creation sends one datagram to HEYGEMLAUNCH_AUDIT_SOCKET (a unix socket in the launcher's
   0700 run dir): the pid, the model (its path, or `<bytes: N>`), the providers asked for, the providers the
   session got (`InferenceSession.get_providers()`, ONNX Runtime's own word), and the first line of the
   exception when creation raised. Nothing the audit does may fail the app: every error of its own is dropped.
