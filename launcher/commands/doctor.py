@@ -31,6 +31,7 @@ from launcher.system import gpu, procs
 from launcher.system.rundir import RunDir
 from launcher.watch.dialects import Dialect, tables
 from launcher.watch.heygem_log import B, Record, ort_line_time, parse_record, split_code, strip_colour
+from launcher.watch.sessions import Session, cpu_fallback
 
 LOG_TAIL = 2000  # records read back from the end of the log
 LOG_SHOWN = 15
@@ -227,10 +228,14 @@ def conclude(d: Doctor, settings: Settings) -> tuple[bool, str]:
     """The most likely cause, from what was found, most decisive first."""
     on_cuda = settings.require_provider != "CPUExecutionProvider"
     blocked = d.log.get("counts", {}).get("blocked", 0)
-    off_cuda = [s for s in d.service.get("sessions", []) if "CUDAExecutionProvider" not in (s.get("providers") or [])]
-    if d.app_pid and on_cuda and off_cuda:
-        named = "; ".join(f"{s['model']} (pid {s['pid']}): {s.get('providers') or s.get('error')}" for s in off_cuda)
-        return True, f"ONNX Runtime gave {len(off_cuda)} of the app's sessions no CUDA (its own word): {named}"
+    # The watch's own rule (a session the app asked to run on the CPU is its choice, not a fallback).
+    sessions = [Session.from_dict(s) for s in d.service.get("sessions", [])]
+    fallbacks = [e for e in (cpu_fallback(s, settings.require_provider) for s in sessions) if e is not None]
+    if d.app_pid and on_cuda and fallbacks:
+        return True, (
+            f"the running app (pid {d.app_pid}) runs ONNX Runtime on the CPU, by ONNX Runtime's own word on "
+            f"{len(fallbacks)} of its sessions: {'; '.join(fallbacks[:3])}"
+        )
     if d.app_pid and on_cuda and (d.ort_on_cpu or d.log.get("counts", {}).get("onnxruntime_fallback")):
         why = (
             f"the app's environment fails the preflight: [{d.check.verdict.cause}] {d.check.verdict.message}"

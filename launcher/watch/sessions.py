@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +46,20 @@ class Session:
             "error": self.error,
             "at": self.at,
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Session:
+        """A session as `as_dict` wrote it (the state file, `status --json`)."""
+        requested, providers = data.get("requested"), data.get("providers")
+        return cls(
+            str(data.get("app")),
+            int(data.get("pid") or 0),
+            str(data.get("model")),
+            None if requested is None else tuple(requested),
+            tuple(providers or ()),
+            data.get("error"),
+            float(data.get("at") or 0),
+        )
 
     @property
     def provider(self) -> str:
