@@ -96,6 +96,7 @@ def subcommand(
     json_output: bool = True,
     client: bool = False,
     warn_unapplied: bool = False,
+    probe: bool = False,
 ) -> Callable[[Callable[..., int]], click.Command]:
     """A `cli` command whose function gets the loaded settings (the setting flags given to it or to the
     group), `as_json` when it has `--json`, and its own arguments; what it returns is the exit code.
@@ -110,7 +111,14 @@ def subcommand(
             if client:
                 from launcher.commands.client import client_run_dir
 
-                run = client_run_dir(flags)
+                try:
+                    run = client_run_dir(flags)
+                except LaunchError as exc:
+                    if not probe:
+                        raise
+                    # A probe only passes or fails: Docker and Kubernetes read 0 or not, and README says 1.
+                    click.echo(f"{params.get('kind')}: FAIL: {exc}")
+                    sys.exit(1)
                 if warn_unapplied:
                     _warn_unapplied(flags)
                 sys.exit(_guarded(lambda: func(run, flags, **params)))
@@ -186,6 +194,7 @@ def doctor(run: RunDir, flags: dict[str, str | None], as_json: bool) -> int:
     json_output=False,
     client=True,
     warn_unapplied=True,
+    probe=True,
 )
 def probe_command(run: RunDir, _flags: dict[str, str | None], kind: str) -> int:
     """Health probe for Docker HEALTHCHECK / Kubernetes: exit 0 pass, 1 fail.

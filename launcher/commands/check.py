@@ -17,6 +17,10 @@ from launcher.config.settings import Settings
 from launcher.errors import LaunchError, one_line
 from launcher.system.signalinbox import STRAY, stray_line
 
+TYPE_CHECKING = False  # not typing's: importing typing costs ~3 ms on the start path
+if TYPE_CHECKING:
+    from launcher.preflight.fleet import FleetCheck
+
 Echo = Callable[..., None]
 
 
@@ -98,7 +102,7 @@ def check(settings: Settings, as_json: bool, echo: Echo) -> int:
 
     # One result, one verdict: a provider that passed with an app that cannot start is REFUSED [config_error]
     # in the report and the document alike, never OK with exit 78.
-    result = with_config_refusal(probed)
+    result = with_config_refusal(with_start_conflict(probed, settings))
     echo(to_json(result.as_dict()) if as_json else render_fleet(result))
     # The provider is the question --check-only answers first (69); an app that could not start as configured
     # is named either way, and is the exit code (78) when the provider passed.
@@ -107,3 +111,19 @@ def check(settings: Settings, as_json: bool, echo: Echo) -> int:
     if not probed.ok:
         return exitcodes.UNAVAILABLE
     return exitcodes.CONFIG if result.config_error else exitcodes.OK
+
+
+def with_start_conflict(fleet: FleetCheck, settings: Settings) -> FleetCheck:
+    """`fleet` with what would refuse the start itself (a busy port, the metrics port on an app's) as each app's
+    config error, unless it has one already: `--check-only` never says OK where the start says 78."""
+    from dataclasses import replace
+
+    from launcher.service.startchecks import start_conflict
+
+    conflict = start_conflict(settings, [m.instance for m in fleet.members])
+    if conflict is None:
+        return fleet
+    members = tuple(
+        m if m.check.config_error else replace(m, check=replace(m.check, config_error=conflict)) for m in fleet.members
+    )
+    return replace(fleet, members=members)

@@ -194,8 +194,10 @@ def find_env_file(flag: str | None, environ: Mapping[str, str], cwd: Path) -> Pa
                 return checks.path(checks.text(raw))
             except ValueError as exc:
                 raise ConfigError(f"{ENV_FILE_KEY}={_shown(ENV_FILE_KEY, raw)} (from {source}): {exc}") from None
+    # ./.env when present: a folder of that name is not one (some images have it), but anything else is,
+    # so that a FIFO or a link to /dev/zero there is refused with its name rather than silently skipped.
     default = cwd / ".env"
-    return default if default.is_file() else None
+    return default if default.exists() and not default.is_dir() else None
 
 
 def _shown(key: str, raw: str) -> str:

@@ -90,7 +90,7 @@ def _bool(raw: str) -> bool:
         return True
     if lowered in ("0", "false", "no", "off"):
         return False
-    raise ValueError("must be true or false")
+    raise ValueError("must be on or off (or true/false, yes/no, 1/0)")
 
 
 def _count(raw: str) -> int:
@@ -99,6 +99,19 @@ def _count(raw: str) -> int:
 
 def _optional_path(raw: str) -> Path | None:
     return checks.path(raw) if raw else None
+
+
+def _message_file(raw: str) -> Path | None:
+    """A file to write one line into: a regular file, or a new one in an existing folder (not a folder, a
+    device such as /dev/full, a FIFO): a message that cannot be written is a cause lost at the worst moment."""
+    path = _optional_path(raw)
+    if path is None:
+        return None
+    if path.exists() and not path.is_file():
+        raise ValueError("must be a regular file (or a new one in an existing folder)")
+    if not path.exists() and not path.parent.is_dir():
+        raise ValueError(f"its folder {path.parent} does not exist")
+    return path
 
 
 def _port(raw: str) -> int | None:
@@ -353,7 +366,7 @@ SPECS: tuple[Spec, ...] = (
     Spec(
         "HEYGEM_TERMINATION_LOG",
         "termination_log",
-        _optional_path,
+        _message_file,
         lambda: "",
         "file for the one-line cause of an exit that is not a clean stop (empty: /dev/termination-log when it exists)",
     ),

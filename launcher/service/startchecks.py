@@ -3,9 +3,10 @@
 A second `heygem-launch` on a run dir in use, a busy port, or an app command that cannot start would otherwise
 be told so only after the whole preflight (seconds on a GPU, and a report that says OK): these are answered
 first, in well under a second, with one line and exit 78. The service checks the run dir and the ports again
-as it starts (something may have taken them during the preflight). `--check-only` asks none of this but the
-app command, which it reports with the provider (`preflight.run_preflight(start=False)`); a restart checks
-only ports its apps do not hold already (`service.finish_restart`).
+as it starts (something may have taken them during the preflight). `--check-only` reports the app command and
+the ports with the provider (`start_conflict`: one result, one verdict with the start), except the ports the
+service of its run dir holds itself; a restart checks only ports its apps do not hold already
+(`service.finish_restart`).
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from launcher.config.instances import SINGLE_PROGRAM, Instance
 from launcher.config.settings import Settings
-from launcher.errors import ConfigError
+from launcher.errors import ConfigError, LaunchError
 from launcher.preflight.appcommand import check_app_command
 from launcher.preflight.appenv import prepare_environment
 from launcher.preflight.fleet import instances_for
 from launcher.system import gpu, ports
-from launcher.system.rundir import RunDir, check_not_in_use
+from launcher.system.rundir import RunDir, check_not_in_use, running_pid
 
 
 def metrics_clash(metrics_port: int | None, apps: Iterable[Instance]) -> str | None:
@@ -64,3 +65,17 @@ def check_before_preflight(
     app = prepare_environment(settings, environ)
     check_app_command(settings.app_command, settings.app_dir, app.env, app.conda.prefix)
     check_ports(planned_apps(settings, environ, app.port, inventory), settings.metrics_port)
+
+
+def start_conflict(settings: Settings, apps: Sequence[Instance]) -> str | None:
+    """For `--check-only`: the line that would refuse the start (78) although the preflight may pass: the metrics
+    port on an app's, or a busy port. Ports held while the heygem-launch that owns this run dir runs are its own
+    apps' (`--check-only` by hand in a running container), not a conflict; their clash with the metrics port is."""
+    try:
+        if running_pid(RunDir(settings.run_dir)) is None:
+            check_ports(apps, settings.metrics_port)
+        else:
+            return metrics_clash(settings.metrics_port, apps)
+    except LaunchError as exc:
+        return str(exc)
+    return None

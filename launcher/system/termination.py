@@ -29,11 +29,14 @@ def where(setting: Path | None, environ: Mapping[str, str]) -> Path | None:
 
 
 def write(line: str, setting: Path | None = None, environ: Mapping[str, str] = os.environ) -> None:
-    """Write the cause line (cut at LIMIT bytes); a file that cannot be written is left alone: the exit matters
-    more than its message."""
+    """Write the cause line (cut at LIMIT bytes); a file that cannot be written is said in one line on stderr and
+    left alone: the exit matters more than its message."""
     path = where(setting, environ)
     if path is None:
         return
     data = line.strip().encode(errors="replace")[:LIMIT]
-    with contextlib.suppress(OSError):
+    try:
         path.write_bytes(data + b"\n")
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.write(2, f"heygem-launch: {KEY}={path}: cannot write the termination message: {exc.strerror}\n".encode())

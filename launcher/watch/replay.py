@@ -10,12 +10,17 @@ clock jumps to each due deadline; at the end of the files it runs on, so a task 
 from __future__ import annotations
 
 import math
+import os
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+from launcher import exitcodes
 from launcher.config.settings import Settings
+from launcher.errors import LaunchError
+from launcher.system.special import unreadable
 from launcher.watch.heygem_log import ort_line_time, parse_record
 from launcher.watch.watchdog import Incident, Watchdog
 
@@ -60,11 +65,24 @@ def _clock(at: float | None) -> str | None:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) + f".{int(at * 1000) % 1000:03d}"
 
 
+def _recorded(path: Path) -> BinaryIO:
+    """`path` opened for reading if it is a recorded log: a regular file that reads like one. A FIFO, a device
+    (/dev/zero), a folder or a /proc file would block or never end: LaunchError (64) naming it. OSError as open."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO must not block the open
+    why = None if stat.S_ISREG(os.fstat(fd).st_mode) else "not a regular file (a FIFO, a device or a folder)"
+    why = why or unreadable(fd)
+    if why is not None:
+        os.close(fd)
+        raise LaunchError(f"{path}: {why}: replay reads a recorded log", exit_code=exitcodes.USAGE)
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
 def read_lines(path: Path, source: str, line_max: int, timed: bool = True) -> list[Line]:
     """The file's lines with their times; a line without one takes its predecessor's. Raises OSError."""
     lines: list[Line] = []
     last: float | None = None
-    with path.open("rb") as handle:
+    with _recorded(path) as handle:
         for raw in handle:
             text = raw[:line_max].decode("utf-8", errors="replace").rstrip("\r\n")
             if timed:

@@ -11,24 +11,16 @@ import pytest
 from launcher.config.settings import load_settings
 from launcher.preflight.appenv import prepare_environment
 from launcher.preflight.check import CheckResult
-from launcher.preflight.ortbuild import OrtBuild
 from launcher.preflight.probe import ProbeResult, gloss, tidy
 from launcher.preflight.report import render_check
 from launcher.preflight.verdict import LibraryRow, Verdict
 from launcher.system import gpu
 from tests import envs
+from tests.preflight.test_verdict import BUILD
 
 NO_FALLBACK = (
     "2026-11-28 09:35:16.45 [E:onnxruntime:, inference_session.cc:2117 Initialize] This session contains graph "
     "nodes that are assigned to the default CPU EP, but fallback to CPU EP has been explicitly disabled by the user."
-)
-BUILD = OrtBuild(
-    Path("/env/site/onnxruntime"),
-    "1.31.1",
-    "onnxruntime-gpu",
-    "13.0",
-    Path("/env/site/onnxruntime/capi/libonnxruntime_providers_cuda.so"),
-    ("onnxruntime_gpu",),
 )
 LIBRARIES = (
     LibraryRow("libcublasLt.so.13", "toolkit", "NEEDED"),
