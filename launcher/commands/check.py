@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from launcher import exitcodes
 from launcher.config.settings import Settings
 from launcher.errors import LaunchError, one_line
+from launcher.system.signalinbox import STRAY, stray_line
 
 TYPE_CHECKING = False  # not typing's: importing typing costs ~3 ms on the start path
 if TYPE_CHECKING:
@@ -36,10 +37,18 @@ def _interrupt(signum: int, _frame: object) -> None:
     raise Interrupted(signum)
 
 
+def _stray(signum: int, _frame: object) -> None:
+    # os.write: one line, whatever state sys.stderr's buffer is in when the signal lands.
+    with contextlib.suppress(OSError):
+        os.write(2, f"heygem-launch: {stray_line(signum)}\n".encode())
+
+
 @contextlib.contextmanager
 def interruptible() -> Iterator[None]:
-    """SIGTERM/SIGINT raise Interrupted until the block ends (the service installs its own handlers)."""
+    """SIGTERM/SIGINT raise Interrupted until the block ends, and stray signals are said and ignored, as the
+    service does once it runs (it installs its own handlers)."""
     old = {signum: signal.signal(signum, _interrupt) for signum in (signal.SIGTERM, signal.SIGINT)}
+    old.update({signum: signal.signal(signum, _stray) for signum in STRAY})
     try:
         yield
     finally:

@@ -12,6 +12,7 @@ from inotify_simple import INotify, flags
 from launcher import exitcodes
 from launcher.service.state import ServiceState
 from launcher.system.rundir import RunDirGone
+from launcher.system.signalinbox import stray_line
 
 UNANSWERED_LIMIT = 120.0  # seconds supervisord may leave the loop unanswered before the service gives up
 GONE = flags.DELETE_SELF | flags.MOVE_SELF | flags.IGNORED
@@ -30,10 +31,7 @@ class Conditions(ServiceState):
     def say_stray(self, signals: set[int]) -> None:
         """One line per kind of stray signal in a wakeup (a burst of them is one line), nothing else."""
         for signum in sorted(signals - {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}):
-            self.log(
-                f"{signal.Signals(signum).name} ignored: heygem-launch stops on SIGTERM or SIGINT and restarts the "
-                "app on SIGHUP (`heygem-launch restart`); its output is not a file to reopen"
-            )
+            self.log(stray_line(signum))
 
     # -- supervisord not answering --------------------------------------------------------------------------
     def not_answering(self, exc: BaseException) -> int | None:

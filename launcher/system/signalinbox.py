@@ -18,6 +18,14 @@ from types import FrameType
 STRAY = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGQUIT, signal.SIGALRM)
 
 
+def stray_line(signum: int) -> str:
+    """What heygem-launch says of a stray signal (sent by habit: USR1 "reopen logs", QUIT, ...), which it ignores."""
+    return (
+        f"{signal.Signals(signum).name} ignored: heygem-launch stops on SIGTERM or SIGINT and restarts the "
+        "app on SIGHUP (`heygem-launch restart`); its output is not a file to reopen"
+    )
+
+
 class SignalInbox:
     """What the handlers received, in order; the loop takes it as a set."""
 

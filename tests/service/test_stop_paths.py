@@ -116,3 +116,25 @@ def test_signal_during_the_preflight_kills_the_probe_and_exits_128_plus_n(
         pid = probe_of(hanging_env)
         if pid:
             os.kill(pid, signal.SIGKILL)
+
+
+def test_a_stray_signal_during_the_preflight_is_said_and_ignored(tmp_path: Path, hanging_env: Path) -> None:
+    """Issue 20, case 12, before the service loop takes over signals: USR1 (reopen logs, by habit), QUIT and ALRM
+    killed the launcher at once with no line, the probe left running in its own session."""
+    service = harness.start(tmp_path, hanging_env, env={"HEYGEM_PREFLIGHT_TIMEOUT": "300"})
+    try:
+        probe = wait_for(lambda: probe_of(hanging_env), 30, "the probe to start")
+        time.sleep(0.3)
+        for signum in (signal.SIGUSR1, signal.SIGQUIT, signal.SIGALRM):
+            os.kill(service.proc.pid, signum)
+        wait_for(lambda: service.stderr().count(" ignored: heygem-launch stops on SIGTERM") == 3, 10, "three lines")
+        service.assert_alive()
+        os.kill(service.proc.pid, signal.SIGTERM)
+        assert service.wait(timeout=20) == 128 + signal.SIGTERM
+        assert "Traceback" not in service.stderr()
+        wait_for(lambda: gone(probe), 5, "the probe to be gone")
+    finally:
+        service.cleanup()
+        pid = probe_of(hanging_env)
+        if pid:
+            os.kill(pid, signal.SIGKILL)
