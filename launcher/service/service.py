@@ -211,9 +211,11 @@ class Service(Conditions, Stopping, Generations, SessionIntake, GpuFaults):
             return TICK  # between states, or a restart on trial: supervisord's RUNNING is asked for
         now = time.time()
         trial = self.flow.deadline_in()
+        due = self.restart_due_in()
         timeout = min(
             [
                 IDLE_TIMEOUT,
+                *([due] if due is not None else []),
                 *(max(0.0, d - now) for rt in apps for d in rt.watch.deadlines()),
                 *([trial] if trial is not None else []),
             ]
