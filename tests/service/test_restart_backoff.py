@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 
@@ -102,3 +103,23 @@ def test_the_budget_still_ends_a_crash_loop_with_70(launch) -> None:  # type: ig
     assert service.wait(timeout=60) == 70
     assert "restarted 3 times in 600 s (HEYGEM_MAX_RESTARTS=2)" in service.stderr()
     assert waits(service) == [0.2, 0.4]
+
+
+def test_incident_restarts_wait_the_same_growing_backoff(tmp_path: Path, ort_env: Path) -> None:
+    # A sticky CUDA error printed by the app: stopped at once (test_sticky_errors.py), started after its wait.
+    service = harness.start(tmp_path, ort_env, env={"HEYGEM_RESTART_DELAY": "1", "HEYGEM_RESTART_DELAY_MAX": "8"})
+    try:
+        pid = None
+        for expected in (1, 2):
+            app = service.wait_app(timeout=30, not_pid=pid)
+            pid = app["pid"]
+            wait_for(lambda pid=pid: f"started: pid {pid}" in service.stderr(), 30, "the app's start logged")
+            asked = time.monotonic()
+            service.get("/emit/raw?" + urlencode({"text": "RuntimeError: CUDA error: unspecified launch failure"}))
+            wait_for(lambda pid=pid: harness.gone(pid), 5, "the old app gone")
+            line = f"app starts again in {expected} s (HEYGEM_RESTART_DELAY, doubled at each restart)"
+            wait_for(lambda line=line: line in service.stderr(), 5, line)
+            service.wait_app(timeout=30, not_pid=pid)
+            assert time.monotonic() - asked >= expected
+    finally:
+        service.cleanup()
