@@ -102,6 +102,9 @@ def _program(info: dict[str, Any] | None, app: dict[str, Any], state: dict[str, 
         "uptime_s": (info["now"] - info["start"]) if info and statename == "RUNNING" else 0,
         "restarts": app.get("restarts", 0),
         "last_exit": app.get("last_exit") or None,
+        # Waiting out its backoff (HEYGEM_RESTART_DELAY): the wait, and the seconds left of it.
+        "restart_backoff_s": app.get("restart_backoff") or 0.0,
+        "restart_in_s": _left(app.get("restart_at")) if statename != "RUNNING" else None,
         "description": info["description"] if info else app.get("given_up") or "",
         "port": app.get("port", state.get("app_port")),
         "cuda_visible_devices": app.get("cuda_visible_devices"),
@@ -115,6 +118,10 @@ def _program(info: dict[str, Any] | None, app: dict[str, Any], state: dict[str, 
     }
 
 
+def _left(at: object) -> float | None:
+    return round(max(0.0, at - time.time()), 1) if isinstance(at, (int, float)) else None
+
+
 def render_status(result: Status) -> str:
     if not result.running:
         return f"heygem-launch: {result.error}"
@@ -125,6 +132,8 @@ def render_status(result: Status) -> str:
             f"  {p['name']:<6} {p['state']:<9} pid {p['pid'] or '-':<8} up {p['uptime_s']:>6} s  "
             f"restarts {p['restarts']}" + (f"  last exit: {p['last_exit']}" if p["last_exit"] else "")
         )
+        if p["restart_in_s"] is not None:
+            lines.append(f"         starts again in {p['restart_in_s']:g} s (backoff {p['restart_backoff_s']:g} s)")
         if several:
             gone = f"  given up: {p['given_up']}" if p.get("given_up") else ""
             lines.append(

@@ -46,6 +46,9 @@ class Settings:
     start_retries: int
     max_restarts: int
     restart_window: float
+    restart_delay: float
+    restart_delay_max: float
+    restart_reset: float
     restart_timeout: float
     log_max_bytes: int
     log_backups: int

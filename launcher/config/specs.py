@@ -290,6 +290,27 @@ SPECS: tuple[Spec, ...] = (
         "the window, in seconds, for HEYGEM_MAX_RESTARTS",
     ),
     Spec(
+        "HEYGEM_RESTART_DELAY",
+        "restart_delay",
+        _non_negative_seconds,
+        lambda: "1",
+        "seconds before an app that crashed (or had an incident) is started again; doubles at each restart; 0: at once",
+    ),
+    Spec(
+        "HEYGEM_RESTART_DELAY_MAX",
+        "restart_delay_max",
+        _non_negative_seconds,
+        lambda: "60",
+        "the cap, in seconds, of the doubling HEYGEM_RESTART_DELAY",
+    ),
+    Spec(
+        "HEYGEM_RESTART_RESET",
+        "restart_reset",
+        _positive_seconds,
+        lambda: "120",
+        "seconds an app must run before its next restart waits HEYGEM_RESTART_DELAY again",
+    ),
+    Spec(
         "HEYGEM_LOG_MAX_BYTES",
         "log_max_bytes",
         _log_size,

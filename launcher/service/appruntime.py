@@ -5,11 +5,12 @@ restarts only that one and counts only against its own HEYGEM_MAX_RESTARTS windo
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from launcher.config.settings import Settings
 from launcher.preflight.fleet import MemberCheck
-from launcher.service.exitpolicy import RestartBudget
+from launcher.service.exitpolicy import Backoff, RestartBudget
 from launcher.system.outlet import Outlet
 from launcher.system.rundir import RunDir
 from launcher.watch.watchdog import Incident
@@ -25,6 +26,7 @@ class AppRuntime:
         self.exit_pending = False
         self.deliberate = False  # a restart we asked for: not counted, not a crash
         self.restarts = RestartBudget(settings)
+        self.backoff = Backoff(settings)
         self.last_exit = ""
         self.exit_reason = ""  # supervisord's log line for its last exit, until used
         self.app_started = False
@@ -53,6 +55,7 @@ class AppRuntime:
         self.member = member
         self.watch.use(settings)
         self.restarts.use(settings)
+        self.backoff.use(settings)
 
     def forget_process(self) -> None:
         """Nothing seen of the old process applies to the next one."""
@@ -72,6 +75,8 @@ class AppRuntime:
         """Between states (starting, exited, being replaced): supervisord must be asked often."""
         if self.given_up:
             return False
+        if self.pending_start and self.stop_sent and self.backoff.left(time.monotonic()) > 0:
+            return False  # waiting out its backoff: the loop wakes at its end (RestartWaits.restart_due_in)
         return self.app_pidfd is None or self.exit_pending or self.deliberate or self.pending_start
 
     def state(self) -> dict[str, Any]:
@@ -86,6 +91,9 @@ class AppRuntime:
             "restarts": len(self.restarts),
             "restart_times": list(self.restarts.times),
             "last_exit": self.last_exit,
+            # The wait before this app starts again (0: none), and when it ends (seconds since the epoch).
+            "restart_backoff": self.backoff.delay if self.pending_start else 0.0,
+            "restart_at": time.time() + self.backoff.left(time.monotonic()) if self.pending_start else None,
             "given_up": self.given_up or None,
             "preflight": verdict.summary(),
             **self.watch.state(),

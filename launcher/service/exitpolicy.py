@@ -59,6 +59,40 @@ class RestartBudget:
         )
 
 
+class Backoff:
+    """The wait before an app is started again: HEYGEM_RESTART_DELAY, doubled at each restart up to
+    HEYGEM_RESTART_DELAY_MAX, back to the first delay once the app ran HEYGEM_RESTART_RESET seconds. Ours, not
+    supervisord's: its BACKOFF counts only quick failures and forgets them at odd times (Supervisor/supervisor#487).
+    Times are on the monotonic clock."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.streak = 0  # restarts since the app last ran a healthy stretch
+        self.running_since: float | None = None
+        self.until: float | None = None  # when the waiting app may start; None: not waiting
+        self.delay = 0.0  # the wait in force (shown by `status` and the metrics)
+        self.use(settings)
+
+    def use(self, settings: Settings) -> None:
+        self.first, self.cap, self.reset = settings.restart_delay, settings.restart_delay_max, settings.restart_reset
+
+    def started(self, now: float) -> None:
+        self.running_since, self.until, self.delay = now, None, 0.0
+
+    def wait(self, now: float) -> float:
+        """A restart is due: begin its wait and return its length."""
+        if self.running_since is not None and now - self.running_since >= self.reset:
+            self.streak = 0
+        self.running_since = None
+        self.delay = min(self.first * 2**self.streak, max(self.cap, self.first)) if self.first > 0 else 0.0
+        self.streak = min(self.streak + 1, 32)  # 2**32 s is past any cap: no float overflow however long it loops
+        self.until = now + self.delay
+        return self.delay
+
+    def left(self, now: float) -> float:
+        """Seconds until the waiting app may start; 0 when it may (or nothing waits)."""
+        return 0.0 if self.until is None else max(0.0, self.until - now)
+
+
 def exit_reason(log_how: str | None, info: Mapping[str, Any]) -> str:
     """How the app ended, always with its exit status or signal: supervisord's log line when it has one,
     else getProcessInfo's exitstatus (the description of a respawned app is its new uptime: useless)."""

@@ -1,6 +1,7 @@
 """Run and supervise the app (one per GPU with HEYGEM_GPUS): supervisord as a child, and the loop that follows it.
 
-supervisord restarts the app; this loop adds what supervisord lacks: a clean stop within the grace on
+supervisord runs the app (and retries its quick failures); this loop starts it again after a crash or an incident,
+after a growing wait (`restartwaits`), and adds what supervisord lacks: a clean stop within the grace on
 SIGTERM/SIGINT (exit 0), giving up when `exitpolicy` says so (exit 70), a validated restart with rollback on
 SIGHUP or `heygem-launch restart` (`restarting`), and, as PID 1, reaping of orphans. A run dir that cannot be
 written (disk full, read-only) stops everything cleanly with one line. It sleeps in select() on a signal
@@ -211,9 +212,11 @@ class Service(Conditions, Stopping, Generations, SessionIntake, GpuFaults):
             return TICK  # between states, or a restart on trial: supervisord's RUNNING is asked for
         now = time.time()
         trial = self.flow.deadline_in()
+        due = self.restart_due_in()
         timeout = min(
             [
                 IDLE_TIMEOUT,
+                *([due] if due is not None else []),
                 *(max(0.0, d - now) for rt in apps for d in rt.watch.deadlines()),
                 *([trial] if trial is not None else []),
             ]

@@ -177,6 +177,8 @@ class ServiceState:
     def expect_new_app(self, rt: AppRuntime) -> None:
         """We are replacing the app: its exit is no crash, and nothing seen of it applies to the next one."""
         rt.deliberate = True
+        rt.pending_start = rt.stop_sent = False  # a wait for its backoff is over: the new app starts now
+        self.metrics.backoff(0.0, rt.program)
         rt.forget_process()
 
     # -- defined by the parts (stopping.py, generations.py) ---------------------------------------------

@@ -14,7 +14,7 @@ from launcher import exitcodes
 from launcher.service import exitpolicy
 from launcher.service.appruntime import AppRuntime
 from launcher.service.control import UNANSWERED
-from launcher.service.state import ServiceState
+from launcher.service.restartwaits import RestartWaits
 from launcher.system import procs
 from launcher.watch.watchdog import GPU_FAULT, RECORD, RESTART, STOP, WARN, Incident
 
@@ -22,7 +22,7 @@ APP_PID_WAIT = 2.0  # the wrapper forks the app at once; this bounds the wait fo
 EXIT_LINE_WAIT = 1.0  # supervisord logs how the app ended as it reaps it; this bounds the wait for that line
 
 
-class AppSupervision(ServiceState):
+class AppSupervision(RestartWaits):
     def handle_incident(self, rt: AppRuntime, found: Incident) -> int | None:
         """Snapshot first, then the cure the watchdog named: restart the app, stop (CPU fallback: 69, a GPU fault:
         71), or only record (a failed task that ended). An exit code to stop with."""
@@ -80,22 +80,14 @@ class AppSupervision(ServiceState):
         return None
 
     def restart_app(self, rt: AppRuntime) -> None:
-        """Stop the app's group (supervisord SIGKILLs it at the grace) and start it again once it is stopped;
-        the wrapper clears the old group. In steps (`advance_restart`): a stop asked for meanwhile stops, it
-        does not start the new app first."""
+        """Stop the app's group (supervisord SIGKILLs it at the grace) and start it again once it is stopped and
+        its backoff has passed; the wrapper clears the old group. In steps (`advance_restart`): a stop asked for
+        meanwhile stops, it does not start the new app first."""
         self.expect_new_app(rt)
-        rt.pending_start, rt.stop_sent = True, False
+        delay = self.begin_wait(rt, stopped=False)
+        if delay:
+            self.log(f"{self.named(rt)}starts again in {delay:g} s (HEYGEM_RESTART_DELAY, doubled at each restart)")
         self.advance_restart(rt)
-
-    def advance_restart(self, rt: AppRuntime) -> None:
-        if not rt.stop_sent:
-            with contextlib.suppress(xmlrpc.client.Fault):  # already stopped
-                self.supervisor.call("stopProcess", rt.program, False)
-            rt.stop_sent = True
-        if self.supervisor.call("getProcessInfo", rt.program)["statename"] in ("STOPPED", "EXITED", "FATAL"):
-            with contextlib.suppress(xmlrpc.client.Fault):  # started meanwhile
-                self.supervisor.call("startProcess", rt.program, False)
-            rt.pending_start = rt.stop_sent = False
 
     def read_exit_reasons(self) -> None:
         """supervisord's log lines on how apps ended, each kept for its app until used."""
@@ -141,10 +133,10 @@ class AppSupervision(ServiceState):
                 return None
             self.metrics.restart(rt.program)
             too_many = rt.restarts.record(time.time())
-            self.save_state()
-            self.log(f"{self.named(rt)}exited ({rt.last_exit}); supervisord restarts it")
             if too_many:
+                self.save_state()
                 return rt.restarts.crashed_too_often(rt.last_exit, self.last_output(rt))
+            self.after_crash(rt, state)
         if state == "FATAL":
             reason = info["spawnerr"] or rt.last_exit or exitpolicy.exit_reason(None, info)
             return exitpolicy.fatal_line(self.settings, reason, self.last_output(rt))
@@ -159,12 +151,24 @@ class AppSupervision(ServiceState):
             shown = f"pid {app} (wrapper {pid})" if app else f"wrapper pid {pid}"
             self.log(f"{self.named(rt)}started: {shown}, generation {self.generation}")
             rt.app_started = True
+            rt.backoff.started(time.monotonic())
             self.save_state()
             if rt.deliberate:
                 rt.deliberate = False
                 if self.flow.trial is not None and self.flow.trial.app_pid is None:
                     self.flow.trial.app_pid = app
         return None
+
+    def after_crash(self, rt: AppRuntime, state: str) -> None:
+        """The app exited on its own: started again after its backoff. In BACKOFF supervisord is retrying a
+        quick failure itself (HEYGEM_START_RETRIES, then FATAL): left to it."""
+        if state != "EXITED":
+            self.save_state()
+            self.log(f"{self.named(rt)}exited ({rt.last_exit}); supervisord retries it")
+            return
+        delay = self.begin_wait(rt, stopped=True)
+        self.save_state()
+        self.log(f"{self.named(rt)}exited ({rt.last_exit}); started again in {delay:g} s")
 
     def app_of(self, wrapper: int) -> int | None:
         """The app's pid: the wrapper's first child, which it forks at once (bounded wait, never '?')."""

@@ -4,8 +4,10 @@ Choices that differ from supervisord's defaults, and why:
 - stopasgroup/killasgroup on: HeyGem's multiprocessing workers hold GPU memory and must not survive a stop.
 - stopwaitsecs = HEYGEM_STOP_GRACE (8), under Docker's 10 s, so the group is killed by us, not by Docker.
 - the app runs through app-wrapper.sh, which sets exactly the preflight's environment and clears the group
-  when the app dies on its own, before supervisord respawns it.
+  when the app dies on its own, before it is started again.
 - control only over a unix socket (0700, in the 0700 run dir) with generated credentials; no TCP port.
+- autorestart off: the launcher starts an app that exited again, after a growing wait (restartwaits.py);
+  supervisord's own retries remain for quick failures (startsecs, startretries, then FATAL).
 - `silent`: the launcher prints what matters; supervisord's own log stays in the run dir.
 """
 
@@ -98,7 +100,7 @@ def _program(settings: Settings, run: RunDir, program: AppProgram, python: str) 
         f"command={_value(app_command(python, program.env_file, s.app_command))}",
         f"directory={_value(str(s.app_dir))}",
         "autostart=true",
-        "autorestart=true",
+        "autorestart=false",
         f"startsecs={s.start_seconds}",
         f"startretries={s.start_retries}",
         "stopsignal=TERM",

@@ -43,6 +43,7 @@ class NoMetrics:
     def ready(self, ready: bool, instance: str = "app") -> None: ...
     def app_started(self, at: float | None, instance: str = "app") -> None: ...
     def restart(self, instance: str = "app") -> None: ...
+    def backoff(self, seconds: float, instance: str = "app") -> None: ...
     def incident(self, kind: str, instance: str = "app") -> None: ...
     def task(self, outcome: str, seconds: float | None, fps: float | None, instance: str = "app") -> None: ...
     def sessions(self, counts: Mapping[str, int], instance: str = "app") -> None: ...
@@ -88,6 +89,12 @@ class Metrics(NoMetrics):
             f"{PREFIX}_gpu_lost",
             "1 once NVML said the GPU is lost (or Unknown Error) while the apps ran",
             ["gpu"],
+            registry=registry,
+        )
+        self._backoff = Gauge(
+            f"{PREFIX}_restart_backoff_seconds",
+            "the wait before the app is started again after a crash or an incident (HEYGEM_RESTART_DELAY); 0: none",
+            labels,
             registry=registry,
         )
         self._causes: dict[str, str] = {}
@@ -144,6 +151,7 @@ class Metrics(NoMetrics):
         self._running.add(instance)
         # The counters exist at 0 from the app's start: Prometheus' increase() then sees the first one.
         self._restarts.labels(instance)
+        self._backoff.labels(instance)
         for kind in (BLOCKED, STALL, TASK_FAILED, CPU_FALLBACK, CUDA_STICKY, GPU_XID, GPU_FAULT):
             self._incidents.labels(instance, kind)
         self._started.labels(instance).set(at)
@@ -151,6 +159,9 @@ class Metrics(NoMetrics):
 
     def restart(self, instance: str = "app") -> None:
         self._restarts.labels(instance).inc()
+
+    def backoff(self, seconds: float, instance: str = "app") -> None:
+        self._backoff.labels(instance).set(seconds)
 
     def incident(self, kind: str, instance: str = "app") -> None:
         self._incidents.labels(instance, kind).inc()

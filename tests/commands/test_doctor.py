@@ -128,7 +128,9 @@ def test_finds_an_app_started_by_hand(app_dir: Path, ort_env: Path) -> None:
 
 def test_a_blocked_queue_without_a_gpu_is_not_blamed_on_a_busy_gpu(launch_service) -> None:  # type: ignore[no-untyped-def]
     """A newcomer's find: with no GPU here, doctor said "the queue blocked with the GPU in use"."""
-    svc = launch_service()
+    # Doctor counts HeyGem's records since the running app's start (1 s of slack: they have whole seconds), and the
+    # blocked record is the replaced app's: without the restart backoff it falls within that second.
+    svc = launch_service(env={"HEYGEM_RESTART_DELAY": "0"})
     first = svc.wait_app()
     wait_for(lambda: json.loads(harness.control(svc, "status", "--json").stdout)["ready"], 30, "the app ready")
     svc.get("/emit/queue-full")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from supervisor.datatypes import RestartUnconditionally
 from supervisor.options import ServerOptions
 
 from launcher.config.settings import build_settings
@@ -40,7 +39,7 @@ def test_supervisors_parser_reads_the_defaults(tmp_path: Path) -> None:
     assert app.stopasgroup and app.killasgroup
     assert app.stopwaitsecs == 8  # under Docker's 10 s
     assert app.startretries == 3 and app.startsecs == 5
-    assert app.autorestart is RestartUnconditionally
+    assert app.autorestart is False  # the launcher starts an exited app again, after its backoff (restartwaits.py)
     assert app.directory == str(tmp_path)
     assert app.stdout_logfile == str(tmp_path / "app.log") and app.redirect_stderr
     # The command survives '%' and quoting: the wrapper gets the app's argv exactly.

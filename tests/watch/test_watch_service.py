@@ -151,7 +151,8 @@ def test_user_text_with_failure_words_does_nothing(launch_service) -> None:
 def test_one_incident_per_event_over_20_episodes(launch_service) -> None:
     """Each queue-full record arrives twice (log file and stderr) and the dying app logs it once more while it
     stops: one snapshot and one restart per episode, never a second restart of the fresh app."""
-    service = launch_service(mode="noisy-stop", env={"HEYGEM_MAX_RESTARTS": "100"})
+    # No backoff (HEYGEM_RESTART_DELAY=0): 20 restarts in a row would otherwise wait up to 60 s each.
+    service = launch_service(mode="noisy-stop", env={"HEYGEM_MAX_RESTARTS": "100", "HEYGEM_RESTART_DELAY": "0"})
     pid = ready(service)["pid"]
     for episode in range(20):
         service.get("/emit/queue-full")  # a task starts and blocks; while stopping, the app logs it again
