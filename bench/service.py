@@ -81,6 +81,9 @@ class Stack:
             "HEYGEM_START_SECONDS": "1",
             "HEYGEM_STOP_GRACE": "5",
             "HEYGEM_MAX_RESTARTS": "1000",
+            # The supervision mechanics against supervisord alone, not the backoff's wait (HEYGEM_RESTART_DELAY,
+            # 1 s first by default since issue 19): a default stack respawns a crashed app after that wait.
+            "HEYGEM_RESTART_DELAY": "0",
             "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
             **(extra_env or {}),
         }
