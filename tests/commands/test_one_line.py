@@ -16,7 +16,9 @@ HOLDER = "import socket, sys, time\ns = socket.socket()\ns.bind(('127.0.0.1', 0)
 
 
 def test_a_port_holder_whose_command_line_holds_newlines(launch, tmp_path: Path) -> None:
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER], stdout=subprocess.PIPE, text=True)
+    # argv[0] "python": the launcher shows a holder's command line cut short, and the interpreter's own path
+    # (a clone anywhere) must not push the script past the cut.
+    holder = subprocess.Popen(["python", "-c", HOLDER], executable=sys.executable, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None
         port = int(holder.stdout.readline())
