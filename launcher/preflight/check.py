@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 from launcher.config.settings import Settings
 from launcher.errors import ConfigError
 from launcher.preflight.appcommand import check_app_command
-from launcher.preflight.appenv import AppEnvironment, prepare_environment
+from launcher.preflight.appenv import AUDIT_SOCKET_VARIABLE, AppEnvironment, prepare_environment
 from launcher.preflight.probe import ProbeResult, ProbeRun
 
 TYPE_CHECKING = False  # not typing's: importing typing costs ~3 ms on the probe's critical path
@@ -195,8 +195,11 @@ def run_preflight(settings: Settings, environ: Mapping[str, str], *, start: bool
     if start:
         check_app_command(settings.app_command, settings.app_dir, app.env, app.conda.prefix)
     # The probe first: the app command, the library table and NVML are checked while its python starts.
+    # The app's environment, the session audit in it, less the audit's socket: during a restart the running
+    # service listens there, and the probe's session is no app's.
+    probe_env = {k: v for k, v in app.env.items() if k != AUDIT_SOCKET_VARIABLE}
     probe_run = ProbeRun(
-        app.conda.python, app.env, settings.app_dir, settings.require_provider, settings.preflight_timeout
+        app.conda.python, probe_env, settings.app_dir, settings.require_provider, settings.preflight_timeout
     )
     config_error = None
     try:

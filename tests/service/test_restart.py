@@ -69,6 +69,9 @@ def test_good_change_restarts_with_the_new_environment(service: harness.Service,
     new = service.wait_app(not_pid=old["pid"])
     assert new["env"]["APP_SETTING"] == "new"
     assert environ_of(new["pid"])["APP_SETTING"] == "new"
+    # The restart's probe creates a session in the app's environment: it must not be reported to the running
+    # service as a stranger's record (the probe runs without the audit's socket).
+    assert "ignored a session record" not in service.stderr(), service.stderr()
 
 
 def test_refused_change_keeps_the_old_app_answering(service: harness.Service, tmp_path: Path) -> None:
