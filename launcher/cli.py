@@ -14,7 +14,6 @@ import click
 from launcher import exitcodes
 from launcher.commands.check import check as run_check
 from launcher.commands.check import guarded as _guarded
-from launcher.commands.check import stdout_reader_gone as stdout_reader_gone
 from launcher.commands.run import serve
 from launcher.config.flags import SETTING_OPTIONS as _SETTING_OPTIONS
 from launcher.config.settings import Settings, load_settings

@@ -10,7 +10,8 @@ import subprocess
 import pytest
 
 from launcher import exitcodes
-from launcher.cli import _guarded, stdout_reader_gone
+from launcher.commands.check import guarded as _guarded
+from launcher.commands.check import stdout_reader_gone
 from launcher.errors import LaunchError
 
 

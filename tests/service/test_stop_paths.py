@@ -3,6 +3,7 @@ a clean stop with one clear line and nothing left running (no app, no supervisor
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -94,23 +95,15 @@ def probe_of(env: Path) -> int | None:
     return next(iter(harness.probes_of(env)), None)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_signal_during_the_preflight_kills_the_probe_and_exits_128_plus_n(
-    tmp_path: Path, hanging_env: Path, signum: int
-) -> None:
-    """Outside tini (no group signal, no PID namespace): the probe is in its own session, so only the launcher
-    can stop it."""
+@contextlib.contextmanager
+def hanging_preflight(tmp_path: Path, hanging_env: Path) -> Iterator[tuple[harness.Service, int]]:
+    """heygem-launch in its preflight, its probe hung (and so held there): the service and the probe's pid.
+    Whatever the test does, nothing of either is left after it."""
     service = harness.start(tmp_path, hanging_env, env={"HEYGEM_PREFLIGHT_TIMEOUT": "300"})
     try:
         probe = wait_for(lambda: probe_of(hanging_env), 30, "the probe to start")
         time.sleep(0.3)
-        os.kill(service.proc.pid, signum)
-        assert service.wait(timeout=20) == 128 + signum
-        name = signal.Signals(signum).name
-        err = service.stderr()
-        assert f"{name} during the preflight: the probe was stopped and the app not started" in err, err
-        assert "Traceback" not in err
-        wait_for(lambda: gone(probe), 5, "the probe to be gone")
+        yield service, probe
     finally:
         service.cleanup()
         pid = probe_of(hanging_env)
@@ -118,13 +111,26 @@ def test_signal_during_the_preflight_kills_the_probe_and_exits_128_plus_n(
             os.kill(pid, signal.SIGKILL)
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_during_the_preflight_kills_the_probe_and_exits_128_plus_n(
+    tmp_path: Path, hanging_env: Path, signum: int
+) -> None:
+    """Outside tini (no group signal, no PID namespace): the probe is in its own session, so only the launcher
+    can stop it."""
+    with hanging_preflight(tmp_path, hanging_env) as (service, probe):
+        os.kill(service.proc.pid, signum)
+        assert service.wait(timeout=20) == 128 + signum
+        name = signal.Signals(signum).name
+        err = service.stderr()
+        assert f"{name} during the preflight: the probe was stopped and the app not started" in err, err
+        assert "Traceback" not in err
+        wait_for(lambda: gone(probe), 5, "the probe to be gone")
+
+
 def test_a_stray_signal_during_the_preflight_is_said_and_ignored(tmp_path: Path, hanging_env: Path) -> None:
     """Issue 20, case 12, before the service loop takes over signals: USR1 (reopen logs, by habit), QUIT and ALRM
     killed the launcher at once with no line, the probe left running in its own session."""
-    service = harness.start(tmp_path, hanging_env, env={"HEYGEM_PREFLIGHT_TIMEOUT": "300"})
-    try:
-        probe = wait_for(lambda: probe_of(hanging_env), 30, "the probe to start")
-        time.sleep(0.3)
+    with hanging_preflight(tmp_path, hanging_env) as (service, probe):
         for signum in (signal.SIGUSR1, signal.SIGQUIT, signal.SIGALRM):
             os.kill(service.proc.pid, signum)
         wait_for(lambda: service.stderr().count(" ignored: heygem-launch stops on SIGTERM") == 3, 10, "three lines")
@@ -133,8 +139,3 @@ def test_a_stray_signal_during_the_preflight_is_said_and_ignored(tmp_path: Path,
         assert service.wait(timeout=20) == 128 + signal.SIGTERM
         assert "Traceback" not in service.stderr()
         wait_for(lambda: gone(probe), 5, "the probe to be gone")
-    finally:
-        service.cleanup()
-        pid = probe_of(hanging_env)
-        if pid:
-            os.kill(pid, signal.SIGKILL)
