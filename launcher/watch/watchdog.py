@@ -193,11 +193,14 @@ class Watchdog(TaskLedger):
         )
 
     def _plain(self, line: str, now: float) -> list[Incident]:
+        sticky = bool(_ERROR_LINE.match(line) and _STICKY.search(line))
+        # Most lines match no rule: their stamp is read only for those that do (a hot path under a flood).
+        if not sticky and not self.s.pattern_fallback.search(line):
+            return []
         if self._before_fence(ort_line_time(line, self.tz), now):
             return []  # ONNX Runtime's line, stamped before this process started: the old one's
-        if _ERROR_LINE.match(line) and _STICKY.search(line):
-            return self.sticky(line.strip()[:SNAPSHOT_LINE], now)
-        return self.cpu_fallback(line.strip()[:SNAPSHOT_LINE], now) if self.s.pattern_fallback.search(line) else []
+        evidence = line.strip()[:SNAPSHOT_LINE]
+        return self.sticky(evidence, now) if sticky else self.cpu_fallback(evidence, now)
 
     def sticky(self, evidence: str, now: float) -> list[Incident]:
         """A sticky CUDA error: once per app process (every later call repeats it), restart."""
