@@ -96,7 +96,14 @@ def test_ready_only_after_the_three_worker_markers_and_the_api(launch_service, t
     before, and that alone is not readiness (#471, #526). Before issue 17 no B record was read: never ready."""
     app = GenVideo(launch_service, tmp_path, {"TEST_GENVIDEO_LOAD_SECONDS": "0.2,0.3,4"})
     wait_for(lambda: (app.call("/easy/query?code=x") or {}).get("code") == 10004, 20, "Flask to answer 10004")
-    early = app.probe()
+
+    # Until supervisord calls the app RUNNING (HEYGEM_START_SECONDS) the probe's reason is that; then the marker.
+    def naming_the_marker() -> subprocess.CompletedProcess[str] | None:
+        answer = app.probe()
+        assert answer.returncode == 1, answer.stdout  # never ready while the av_transfer worker loads
+        return answer if "system ->av_transfer load success" in answer.stdout else None
+
+    early = wait_for(naming_the_marker, 3, "probe ready to name the missing marker")
     assert early.returncode == 1 and "system ->av_transfer load success" in early.stdout, early.stdout
     assert "init_wh_process module load success" not in early.stdout
     ready(app)
