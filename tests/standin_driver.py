@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,11 +135,18 @@ def build() -> Path:
 
 
 def install(
-    folder: Path, driver: StandInDriver, *, nvml: bool = True, cuda: bool = True, libcuda_folder: Path | None = None
+    folder: Path,
+    driver: StandInDriver,
+    *,
+    nvml: bool = True,
+    cuda: bool = True,
+    libcuda_folder: Path | None = None,
+    copies: bool = False,
 ) -> Path:
     """A driver in `folder` (links to the built libraries and its settings); returns `folder`. `nvml`/`cuda`: which
     library it has; `libcuda_folder`: put libcuda.so.1 (with its own copy of the settings) there instead, e.g. an
-    image's `compat/` folder."""
+    image's `compat/` folder; `copies`: copies of the libraries instead of links, for a folder mounted into a
+    container, which does not see the cache the links point into."""
     built = build()
     folder.mkdir(parents=True, exist_ok=True)
     places = [(nvml, folder, "libnvidia-ml.so.1"), (cuda, libcuda_folder or folder, "libcuda.so.1")]
@@ -148,7 +156,10 @@ def install(
             link = where / soname
             if link.is_symlink() or link.exists():
                 link.unlink()
-            link.symlink_to(built / soname)
+            if copies:
+                shutil.copy2(built / soname, link)
+            else:
+                link.symlink_to(built / soname)
             (where / CONF).write_text(driver.settings_text() + f"events {folder.resolve() / EVENTS}\n")
     return folder
 
