@@ -1,8 +1,9 @@
 """GPU faults while the apps run, as NVML reports them (XID events, a lost GPU, `Unknown Error`), acted on as NVIDIA's
 catalogue says (`launcher/system/xids.py`): an application XID restarts the app on that GPU at once, like any other
-incident; anything else stops that app with exit 71 (`GPU_FAULT`) and one line naming the GPU, the fault and NVIDIA's
-action, because restarting onto a broken GPU only loops until the restart budget says "crashed" (70), which tells the
-operator the wrong thing. With HEYGEM_GPUS and HEYGEM_GPU_POLICY=any only that GPU's app stops.
+incident; an XID the catalogue asks no action for (45, 63, 92) is logged and counted; anything else stops that app
+with exit 71 (`GPU_FAULT`) and one line naming the GPU, the fault and NVIDIA's action, because restarting onto a
+broken GPU only loops until the restart budget says "crashed" (70), which tells the operator the wrong thing. With
+HEYGEM_GPUS and HEYGEM_GPU_POLICY=any only that GPU's app stops.
 
 The watch is a thread asleep in the driver (`launcher/system/gpuevents.py`); it wakes the loop through its wake pipe,
 and the loop adds what it found to the apps' incidents on every wakeup (`with_gpu_faults`: a queue read), which
@@ -49,12 +50,16 @@ class GpuFaults(ServiceState):
         return found
 
     def gpu_incidents(self, event: GpuEvent) -> list[tuple[AppRuntime, Incident]]:
-        """The incident per app on the event's GPU: restart for an application XID, stop for anything else."""
+        """The incident per app on the event's GPU: restart for an application XID, none for an XID NVIDIA asks no
+        action for (logged, counted), stop for anything else."""
         gpu = f"GPU {event.index} ({event.uuid})"
         if event.xid is not None:
             self.metrics.gpu_xid(event.index, event.xid)
             entry = xids.xid(event.xid)
             what, action, restart = f"XID {event.xid} ({entry.name})", entry.action, entry.application
+            if action == xids.NO_ACTION:
+                self.log(f"{gpu}: {what}; NVIDIA's action: none, the GPU stays in service and so does the app")
+                return []
         else:
             assert event.error is not None
             self.metrics.gpu_lost(event.index)

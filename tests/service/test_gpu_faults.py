@@ -47,10 +47,30 @@ def test_an_application_xid_restarts_the_app_at_once(launch_service, tmp_path: P
     assert "NVIDIA's action: restart the app" in err and again["pid"] != first["pid"]
 
 
+def test_an_xid_nvidia_asks_no_action_for_leaves_the_app_running(launch_service, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """63 (a row remapped: IGNORE) and 45 (logged when an app is aborted): logged and counted, the app kept; the
+    watch still acts on the next XID."""
+    driver = _driver(tmp_path)
+    svc = launch_service(env=standin_driver.launcher_env(driver))
+    first = svc.wait_app()
+    _watching(svc)
+    for number, name in ((63, "GPU memory remapping event"), (45, "Preemptive cleanup, due to previous errors")):
+        standin_driver.raise_xid(driver, 0, number)
+        said = f"GPU 0 ({UUID0}): XID {number} ({name}); NVIDIA's action: none"
+        wait_for(lambda said=said: said in svc.stderr(), 15, f"XID {number} logged")
+    standin_driver.raise_xid(driver, 0, 13)
+    again = svc.wait_app(timeout=15, not_pid=first["pid"])
+    svc.assert_alive()
+    err = svc.stderr()
+    assert "gpu_fault" not in err and err.count("incident gpu_xid") == 1, err[-3000:]
+    assert _starts(svc) == 2 and again["pid"] != first["pid"]  # the first start, then 13's restart only
+
+
 @pytest.mark.parametrize(
     ("fault", "said", "action"),
     [
         ("xid 79", "XID 79 (GPU has fallen off the bus)", "reboot the node"),
+        ("xid 109", "XID 109 (Context Switch Timeout Error)", "reset the GPU"),
         ("nvml 15", "NVML_ERROR_GPU_IS_LOST", "reboot the node"),
         ("nvml 999", "NVML Unknown Error", "recreate the container"),
     ],

@@ -112,9 +112,12 @@ def test_the_waiting_thread_sleeps(two_gpus) -> None:  # type: ignore[no-untyped
 
 
 def test_the_table_follows_nvidia() -> None:
-    """The device plugin's application XIDs restart the app; 79 wants a reboot; an XID outside the table a reset."""
-    assert all(xids.xid(n).application for n in (13, 31, 43, 45, 68, 109))
-    assert xids.xid(79).action == xids.REBOOT_NODE and xids.xid(48).action == xids.RESET_GPU
+    """NVIDIA's catalogue, row by row (launcher/system/xids.py names it): its RESTART_APP rows and 43 restart the app,
+    its IGNORE rows and 45 ask nothing, 79 wants a reboot; an XID outside the table is the device plugin's reset."""
+    assert all(xids.xid(n).application for n in (13, 31, 43, 68, 94))
+    assert all(xids.xid(n).action == xids.NO_ACTION for n in (45, 63, 92))
+    assert all(xids.xid(n).action == xids.RESET_GPU for n in (48, 61, 62, 64, 74, 95, 109, 119, 120))
+    assert xids.xid(79).action == xids.REBOOT_NODE
     assert xids.xid(9999).action == xids.RESET_GPU
     assert xids.lost(999) is not None and xids.lost(999)[1] == xids.RECREATE_CONTAINER
     assert xids.lost(3) is None
