@@ -1,6 +1,7 @@
 """GPU faults while the apps run, as NVML reports them (XID events, a lost GPU, `Unknown Error`), acted on as NVIDIA's
 catalogue says (`launcher/system/xids.py`): an application XID restarts the app on that GPU at once, like any other
-incident; an XID the catalogue asks no action for (45, 63, 92) is logged and counted; anything else stops that app
+incident; an XID the catalogue asks no action for (14, 45, 63, 92...) is logged and counted; XID 154 ("GPU
+Recovery Action Changed") only accompanies another XID, which carries the action; anything else stops that app
 with exit 71 (`GPU_FAULT`) and one line naming the GPU, the fault and NVIDIA's action, because restarting onto a
 broken GPU only loops until the restart budget says "crashed" (70), which tells the operator the wrong thing. With
 HEYGEM_GPUS and HEYGEM_GPU_POLICY=any only that GPU's app stops.
@@ -55,8 +56,7 @@ class GpuFaults(ServiceState):
         gpu = f"GPU {event.index} ({event.uuid})"
         if event.xid is not None:
             self.metrics.gpu_xid(event.index, event.xid)
-            entry = xids.xid(event.xid)
-            what, action, restart = f"XID {event.xid} ({entry.name})", entry.action, entry.application
+            what, action = xids.fault(event.xid)
             if action == xids.NO_ACTION:
                 self.log(f"{gpu}: {what}; NVIDIA's action: none, the GPU stays in service and so does the app")
                 return []
@@ -64,7 +64,7 @@ class GpuFaults(ServiceState):
             assert event.error is not None
             self.metrics.gpu_lost(event.index)
             what, action = xids.lost(event.error) or (f"NVML error {event.error}", xids.RECREATE_CONTAINER)
-            restart = False
+        restart = action == xids.RESTART_APP
         apps = self.apps_on(event)
         if not apps:
             self.log(f"{gpu}: {what}; no app runs on it")

@@ -34,30 +34,47 @@ def _starts(svc: harness.Service, program: str = "app ") -> int:
     return sum(1 for line in svc.stderr().splitlines() if f"{program}started: pid" in line)
 
 
-def test_an_application_xid_restarts_the_app_at_once(launch_service, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(
+    ("xid", "name"),
+    [
+        (13, "Graphics Engine Exception"),
+        # Once outside the table, and so read as a GPU reset (exit 71); the catalogue says restart the app.
+        (32, "Invalid or corrupted push buffer stream"),
+    ],
+)
+def test_an_application_xid_restarts_the_app_at_once(launch_service, tmp_path: Path, xid, name) -> None:  # type: ignore[no-untyped-def]
     driver = _driver(tmp_path)
     svc = launch_service(env=standin_driver.launcher_env(driver))
     first = svc.wait_app()
     _watching(svc)
-    standin_driver.raise_xid(driver, 0, 13)
+    standin_driver.raise_xid(driver, 0, xid)
     again = svc.wait_app(timeout=15, not_pid=first["pid"])
     svc.assert_alive()  # the same launcher
     err = svc.stderr()
-    assert f"incident gpu_xid (restart): GPU 0 ({UUID0}): XID 13 (Graphics Engine Exception)" in err
+    assert f"incident gpu_xid (restart): GPU 0 ({UUID0}): XID {xid} ({name})" in err
     assert "NVIDIA's action: restart the app" in err and again["pid"] != first["pid"]
+    assert "gpu_fault" not in err
 
 
 def test_an_xid_nvidia_asks_no_action_for_leaves_the_app_running(launch_service, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """63 (a row remapped: IGNORE) and 45 (logged when an app is aborted): logged and counted, the app kept; the
-    watch still acts on the next XID."""
+    """63 (a row remapped: IGNORE), 14 (an injected error: IGNORE, once outside the table and so exit 71), 45 (logged
+    when an app is aborted) and 154 (it accompanies another XID, which carries the action):
+    logged and counted, the app kept; the watch still acts on the next XID."""
     driver = _driver(tmp_path)
     svc = launch_service(env=standin_driver.launcher_env(driver))
     first = svc.wait_app()
     _watching(svc)
-    for number, name in ((63, "GPU memory remapping event"), (45, "Preemptive cleanup, due to previous errors")):
+    quiet = (
+        (63, "GPU memory remapping event"),
+        (14, "ROBUST_CHANNEL_FAKE_ERROR, Unused in the catalogue"),
+        (45, "Preemptive cleanup, due to previous errors"),
+        (154, "GPU Recovery Action Changed); NVML's recovery action could not be read"),
+    )
+    for number, name in quiet:
         standin_driver.raise_xid(driver, 0, number)
-        said = f"GPU 0 ({UUID0}): XID {number} ({name}); NVIDIA's action: none"
+        said = f"GPU 0 ({UUID0}): XID {number} ({name}"
         wait_for(lambda said=said: said in svc.stderr(), 15, f"XID {number} logged")
+    assert svc.stderr().count("NVIDIA's action: none, the GPU stays in service") == len(quiet)
     standin_driver.raise_xid(driver, 0, 13)
     again = svc.wait_app(timeout=15, not_pid=first["pid"])
     svc.assert_alive()

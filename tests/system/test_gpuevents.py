@@ -112,12 +112,29 @@ def test_the_waiting_thread_sleeps(two_gpus) -> None:  # type: ignore[no-untyped
 
 
 def test_the_table_follows_nvidia() -> None:
-    """NVIDIA's catalogue, row by row (launcher/system/xids.py names it): its RESTART_APP rows and 43 restart the app,
-    its IGNORE rows and 45 ask nothing, 79 wants a reboot; an XID outside the table is the device plugin's reset."""
-    assert all(xids.xid(n).application for n in (13, 31, 43, 68, 94))
-    assert all(xids.xid(n).action == xids.NO_ACTION for n in (45, 63, 92))
-    assert all(xids.xid(n).action == xids.RESET_GPU for n in (48, 61, 62, 64, 74, 95, 109, 119, 120))
+    """NVIDIA's catalogue (launcher/system/xids.py names it): its RESTART_APP rows and 43 restart the app, its IGNORE
+    rows and 45 ask nothing, 79 wants a reboot; an XID outside it is the device plugin's reset."""
+    assert all(xids.xid(n).application for n in (8, 13, 31, 32, 39, 43, 68, 69, 80, 94))
+    assert all(xids.xid(n).action == xids.NO_ACTION for n in (14, 37, 38, 44, 45, 63, 92, 93, 121, 137))
+    assert all(xids.xid(n).action == xids.RESET_GPU for n in (48, 61, 62, 64, 74, 95, 109, 119, 120, 144))
     assert xids.xid(79).action == xids.REBOOT_NODE
     assert xids.xid(9999).action == xids.RESET_GPU
     assert xids.lost(999) is not None and xids.lost(999)[1] == xids.RECREATE_CONTAINER
     assert xids.lost(3) is None
+
+
+@pytest.mark.parametrize(
+    ("recovery", "action"),
+    [
+        (None, xids.NO_ACTION),  # not readable: the XID 154 accompanies carries the action
+        (0, xids.NO_ACTION),
+        (1, xids.RESET_GPU),
+        (2, xids.REBOOT_NODE),
+        (3, xids.RESTART_APP),
+        (4, xids.RESET_GPU),
+        (99, xids.RESET_GPU),  # a value newer than this table: as an unknown XID
+    ],
+)
+def test_xid_154_acts_as_the_recovery_action(recovery: int | None, action: str) -> None:
+    what, got = xids.fault(154, recovery)
+    assert got == action and what.startswith("XID 154 (GPU Recovery Action Changed)")
