@@ -15,7 +15,8 @@ itself. Use: `folder = install(tmp_path / "driver", StandInDriver(gpus=(StandInG
 The libraries read `stand-in-driver.conf` next to themselves as the loader found them, so each folder is a driver.
 
 - NVML events: `raise_xid(folder, gpu, xid)` makes the driver in `folder` deliver an XidCriticalError event to the
-  processes waiting in nvmlEventSetWait_v2 (the launcher's GPU watch) while they run; `raise_nvml_error(folder, 15)`
+  processes waiting in nvmlEventSetWait_v2 (the launcher's GPU watch) while they run (with `recovery_action=N`, the
+  GPU's recovery action changes to N first, as the driver's does before XID 154); `raise_nvml_error(folder, 15)`
   makes the wait (and then every query on that GPU) fail with that NVML error: 15 GPU_IS_LOST, 999 Unknown Error.
   What a real driver does then (which XIDs come, when NVML says the GPU is lost) is NVIDIA's; the stand-in only
   delivers what the test says, the way nvml.h's API delivers it.
@@ -45,7 +46,7 @@ NOT_SUPPORTED = "!3"  # a query's value: NVML_ERROR_NOT_SUPPORTED, as a real dri
 COMPUTEMODE_DEFAULT, COMPUTEMODE_PROHIBITED, COMPUTEMODE_EXCLUSIVE_PROCESS = 0, 2, 3
 CLOCKS_EVENT_SW_POWER_CAP, CLOCKS_EVENT_HW_SLOWDOWN = 0x4, 0x8
 CLOCKS_EVENT_SW_THERMAL, CLOCKS_EVENT_HW_THERMAL, CLOCKS_EVENT_HW_POWER_BRAKE = 0x20, 0x40, 0x80
-RECOVERY_NONE, RECOVERY_GPU_RESET, RECOVERY_NODE_REBOOT = 0, 1, 2
+RECOVERY_NONE, RECOVERY_GPU_RESET, RECOVERY_NODE_REBOOT, RECOVERY_DRAIN_P2P = 0, 1, 2, 3
 NVML_ERROR_GPU_IS_LOST, NVML_ERROR_UNKNOWN = 15, 999
 
 
@@ -170,9 +171,11 @@ def _event_line(folder: Path, line: str) -> None:
         events.write(line + "\n")
 
 
-def raise_xid(folder: Path, gpu: int, xid: int) -> None:
-    """The driver in `folder` reports XID `xid` on GPU `gpu` (NVML's index) to every process waiting for events."""
-    _event_line(folder, f"{gpu} {xid}")
+def raise_xid(folder: Path, gpu: int, xid: int, recovery_action: int | None = None) -> None:
+    """The driver in `folder` reports XID `xid` on GPU `gpu` (NVML's index) to every process waiting for events.
+    `recovery_action`: the GPU's recovery action (NVML_FI_DEV_GET_GPU_RECOVERY_ACTION) changes to it first, as the
+    driver's does before XID 154 (seen by the process that takes the event, from then on)."""
+    _event_line(folder, f"{gpu} {xid}" + ("" if recovery_action is None else f" {recovery_action}"))
 
 
 def raise_nvml_error(folder: Path, error: int, gpu: int | None = None) -> None:

@@ -1,7 +1,7 @@
 """GPU faults while the apps run, as NVML reports them (XID events, a lost GPU, `Unknown Error`), acted on as NVIDIA's
 catalogue says (`launcher/system/xids.py`): an application XID restarts the app on that GPU at once, like any other
-incident; an XID the catalogue asks no action for (14, 45, 63, 92...) is logged and counted; XID 154 ("GPU
-Recovery Action Changed") only accompanies another XID, which carries the action; anything else stops that app
+incident; an XID the catalogue asks no action for (14, 45, 63, 92...) is logged and counted; XID 154 follows the
+recovery action NVML gives with it (no action of its own where that cannot be read); anything else stops that app
 with exit 71 (`GPU_FAULT`) and one line naming the GPU, the fault and NVIDIA's action, because restarting onto a
 broken GPU only loops until the restart budget says "crashed" (70), which tells the operator the wrong thing. With
 HEYGEM_GPUS and HEYGEM_GPU_POLICY=any only that GPU's app stops.
@@ -52,11 +52,11 @@ class GpuFaults(ServiceState):
 
     def gpu_incidents(self, event: GpuEvent) -> list[tuple[AppRuntime, Incident]]:
         """The incident per app on the event's GPU: restart for an application XID, none for an XID NVIDIA asks no
-        action for (logged, counted), stop for anything else."""
+        action for (logged, counted), stop for anything else; 154 by the recovery action read with it."""
         gpu = f"GPU {event.index} ({event.uuid})"
         if event.xid is not None:
             self.metrics.gpu_xid(event.index, event.xid)
-            what, action = xids.fault(event.xid)
+            what, action = xids.fault(event.xid, event.recovery)
             if action == xids.NO_ACTION:
                 self.log(f"{gpu}: {what}; NVIDIA's action: none, the GPU stays in service and so does the app")
                 return []

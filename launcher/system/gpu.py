@@ -62,7 +62,7 @@ def _optional(pynvml: Any, query: Callable[[], Any]) -> Any:
         return None
 
 
-def _recovery_action(pynvml: Any, handle: Any) -> int | None:
+def recovery_action(pynvml: Any, handle: Any) -> int | None:
     """The driver's recovery action (NVML_FI_DEV_GET_GPU_RECOVERY_ACTION, drivers R570 and later; source: NVML API
     reference, "Field Value Queries" and nvmlDeviceGpuRecoveryAction_t); None where the driver has no such field."""
     field_id = getattr(pynvml, "NVML_FI_DEV_GET_GPU_RECOVERY_ACTION", None)
@@ -103,7 +103,7 @@ def _device(pynvml: Any, index: int) -> Gpu:
         ecc,
         _optional(pynvml, lambda: pynvml.nvmlDeviceGetCurrentClocksEventReasons(handle)),
         None if mig is None else int(mig[0]),
-        _recovery_action(pynvml, handle),
+        recovery_action(pynvml, handle),
     )
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from launcher.system import xids
+from launcher.system.gpu import recovery_action
 
 # nvmlEventSetWait_v2 takes milliseconds as an unsigned int; a timeout only re-enters the wait, so the longest one
 # that any poll(2) underneath accepts: ~24.8 days between wakeups of an idle thread.
@@ -37,6 +38,7 @@ class GpuEvent:
     at: float  # seconds since the epoch, when the launcher got it
     xid: int | None = None
     error: int | None = None
+    recovery: int | None = None  # with XID 154: NVML's recovery action, read when it came (None: not readable)
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,13 @@ class GpuWatch:
             if data.eventType & XID_CRITICAL_ERROR:
                 gpu = self._gpu(data.device)
                 if gpu is not None:
-                    self._put(GpuEvent(gpu.index, gpu.uuid, time.time(), xid=int(data.eventData)))
+                    self._put(self._xid_event(gpu, int(data.eventData)))
+
+    def _xid_event(self, gpu: _Watched, number: int) -> GpuEvent:
+        # 154 names no fault of its own but the recovery the driver now asks for, which NVML holds as a field: read
+        # at once, while it is the one 154 announced.
+        recovery = recovery_action(self._nvml, gpu.handle) if number == xids.RECOVERY_ACTION_CHANGED else None
+        return GpuEvent(gpu.index, gpu.uuid, time.time(), xid=number, recovery=recovery)
 
     def _failed(self, error: int) -> bool:
         """The wait failed with `error`: the GPUs it concerns (those whose own queries now fail, else all) are

@@ -27,8 +27,9 @@ Sources:
 - XID 154, "GPU Recovery Action Changed" (drivers R565 and later): "seen in conjunction with other Xids", it says the
   recovery the GPU now needs, which NVML gives as the field NVML_FI_DEV_GET_GPU_RECOVERY_ACTION
   (nvmlDeviceGpuRecoveryAction_t, nvml.h; NVIDIA's GPU memory error management guide, "Error Recovery and Response
-  Flags"); `fault` acts on it (`RECOVERY`) when given it; where it is not read, 154 takes no action of its own: the
-  XID it accompanies carries it.
+  Flags"). The watch reads it when 154 comes (`launcher/system/gpuevents.py`), `fault` turns it into an action
+  (`RECOVERY`); where it cannot be read (an older driver or nvidia-ml-py), 154 takes no action of its own: the XID it
+  accompanies carries it.
 - NVIDIA's device plugin (NVIDIA/k8s-device-plugin, internal/rm/health.go) marks the GPU unhealthy on any XID it does
   not list as an application's; an XID outside the catalogue is read the same way: reset the GPU.
 - A lost GPU: NVML calls return NVML_ERROR_GPU_IS_LOST after XID 79 (nvml.h); NVML's `Unknown Error` in a running

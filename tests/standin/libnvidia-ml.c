@@ -4,7 +4,8 @@
  *
  * Events (XIDs, a lost GPU): nvmlEventSetWait_v2 delivers the lines a test appends to the file named by the `events`
  * setting (tests/standin_driver.py's raise_xid / raise_nvml_error), from the end the file had when the set was made
- * (NVML delivers only what happens after registration). A line is `GPU XID` (an XidCriticalError event for that GPU)
+ * (NVML delivers only what happens after registration). A line is `GPU XID` (an XidCriticalError event for that GPU;
+ * `GPU XID N` also sets that GPU's recovery action to N first, for this process, as the driver does before XID 154)
  * or `GPU !N` / `* !N` (the wait fails with NVML error N, and every later query on that GPU, or all GPUs, fails the
  * same way: 15 GPU_IS_LOST, 999 Unknown Error). The wait sleeps in poll() on an inotify watch of the file's folder:
  * like the real driver's, it wakes only for an event or at its timeout.
@@ -26,6 +27,10 @@ typedef struct { unsigned index; } standin_device; /* what nvmlDevice_t points t
 static standin_device devices[MAX_GPUS];
 static int initialized; /* nvmlInit's count: NVML stays up until as many nvmlShutdown calls (nvml.h) */
 static int lost[MAX_GPUS]; /* an NVML error every query on that GPU now returns (an event line's `!N`) */
+/* The recovery action an event line `GPU 154 N` set (the driver changes it, then says so with XID 154); before one
+ * comes, the setting's. */
+static int recovery_set[MAX_GPUS];
+static unsigned recovery_now[MAX_GPUS];
 
 static unsigned gpu_count(void) {
     unsigned count = (unsigned)standin_number(standin_get("gpu_count"), 0);
@@ -265,6 +270,11 @@ nvmlReturn_t nvmlDeviceGetFieldValues(standin_device *d, int count, nvmlFieldVal
     for (int i = 0; i < count; i++) {
         const char *value = standin_gpu_get(d->index, "recovery_action");
         values[i].valueType = 1; /* NVML_VALUE_TYPE_UNSIGNED_INT */
+        if (values[i].fieldId == NVML_FI_DEV_GET_GPU_RECOVERY_ACTION && recovery_set[d->index]) {
+            values[i].nvmlReturn = NVML_SUCCESS;
+            values[i].value.ui = recovery_now[d->index];
+            continue;
+        }
         if (values[i].fieldId != NVML_FI_DEV_GET_GPU_RECOVERY_ACTION || value == NULL || standin_error(value)) {
             values[i].nvmlReturn = value && standin_error(value) ? standin_error(value) : NVML_ERROR_NOT_SUPPORTED;
             continue;
@@ -346,7 +356,12 @@ static int next_event(standin_event_set *set, nvmlEventData_t *data) {
         devices[index].index = index;
         data->device = &devices[index];
         data->eventType = NVML_EVENT_TYPE_XID_CRITICAL_ERROR;
-        data->eventData = strtoull(value, NULL, 10);
+        char *rest = NULL;
+        data->eventData = strtoull(value, &rest, 10);
+        if (rest != NULL && *rest == ' ') {
+            recovery_set[index] = 1;
+            recovery_now[index] = (unsigned)strtoul(rest + 1, NULL, 10);
+        }
         data->gpuInstanceId = data->computeInstanceId = 0xFFFFFFFF;
         found = 0;
     }

@@ -111,6 +111,22 @@ def test_the_waiting_thread_sleeps(two_gpus) -> None:  # type: ignore[no-untyped
     assert ticks() - before <= 1
 
 
+def test_xid_154_carries_nvmls_recovery_action(two_gpus) -> None:  # type: ignore[no-untyped-def]
+    """154 comes with the recovery action read at once (the stand-in's changed to 2 just before); on a GPU whose
+    driver has no such field it comes with None."""
+    folder, child = two_gpus
+    child.line()
+    standin_driver.raise_xid(folder, 1, 154, recovery_action=standin_driver.RECOVERY_NODE_REBOOT)
+    event = child.line()
+    assert isinstance(event, dict) and (event["index"], event["xid"], event["recovery"]) == (1, 154, 2)
+    standin_driver.raise_xid(folder, 0, 154)
+    event = child.line()
+    assert isinstance(event, dict) and (event["index"], event["xid"], event["recovery"]) == (0, 154, None)
+    standin_driver.raise_xid(folder, 0, 13)
+    event = child.line()
+    assert isinstance(event, dict) and event["recovery"] is None  # read only for 154
+
+
 def test_the_table_follows_nvidia() -> None:
     """NVIDIA's catalogue (launcher/system/xids.py names it): its RESTART_APP rows and 43 restart the app, its IGNORE
     rows and 45 ask nothing, 79 wants a reboot; an XID outside it is the device plugin's reset."""
