@@ -21,7 +21,7 @@ import sys
 import time
 
 # signal's C core: the `signal` module's enums cost ~4 ms (enum) on the probe's critical path.
-from _signal import SIGKILL, SIGPIPE, SIGXFSZ
+from _signal import SIG_DFL, SIGHUP, SIGKILL, SIGPIPE, SIGTERM, SIGXFSZ, signal
 from collections.abc import Callable, Mapping
 
 from launcher.preflight import envrules
@@ -52,23 +52,28 @@ class EarlyProbe:
 
     def __init__(self, python: str, provider: str, env: dict[str, str], cwd: str) -> None:
         self.python, self.provider, self.env, self.cwd = python, provider, env, cwd
-        self.folder = _report_folder(env)
+        old = os.getcwd()  # before anything is made: a launcher whose own folder is gone declines here
+        self.folder = _report_folder()
         self.report = os.path.join(self.folder, "report.json")
-        argv = [python, "-", self.report, MODEL, provider, self.folder]
-        script_r, script_w = os.pipe()
         self.output, out_w = os.pipe()
-        actions = [
-            (os.POSIX_SPAWN_DUP2, script_r, 0),
-            (os.POSIX_SPAWN_DUP2, out_w, 1),
-            (os.POSIX_SPAWN_DUP2, out_w, 2),
-        ]
-        old = os.getcwd()
-        os.chdir(cwd)  # posix_spawn has no cwd; the launcher has one thread now (start() checks)
+        script_r, script_w = os.pipe()
+        actions = [(os.POSIX_SPAWN_DUP2, script_r, 0), (os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, out_w, 2)]
         try:
+            os.chdir(cwd)  # posix_spawn has no cwd; the launcher has one thread now (start() checks)
             # subprocess.Popen's restore_signals: Python ignores SIGPIPE and SIGXFSZ, a child must not.
             self.pid = os.posix_spawn(
-                python, argv, env, file_actions=actions, setsid=True, setsigdef=(SIGPIPE, SIGXFSZ)
+                python,
+                [python, "-", self.report, MODEL, provider, self.folder],
+                env,
+                file_actions=actions,
+                setsid=True,
+                setsigdef=(SIGPIPE, SIGXFSZ),
             )
+        except BaseException:
+            os.close(script_w)
+            self.close_output()
+            remove_folder(self.folder)
+            raise
         finally:
             os.chdir(old)
             os.close(script_r)
@@ -135,7 +140,7 @@ def _real(path: str) -> str:
     return os.path.realpath(path)
 
 
-def _report_folder(env: Mapping[str, str]) -> str:
+def _report_folder() -> str:
     """A new private folder where tempfile would make it (TMPDIR when it is a folder, else /tmp)."""
     base = os.environ.get("TMPDIR", "")
     base = base if base.startswith("/") and os.path.isdir(base) else "/tmp"
@@ -155,9 +160,23 @@ def start(flags: Mapping[str, str], environ: Mapping[str, str]) -> None:
     try:
         inputs = probe_inputs(flags, environ, os.getcwd())
         if inputs is not None:
+            for signum in DEADLY:
+                signal(signum, _die_without_probe)
             _STARTED.append(EarlyProbe(*inputs))
     except Exception:  # declined: the full preflight computes and reports everything itself
         return
+
+
+# Signals whose default action ends the launcher before commands/check.py's interruptible() handles them: the
+# probe, in its own session, would outlive it (SIGINT is Python's KeyboardInterrupt, which unwinds to discard()).
+DEADLY = (SIGTERM, SIGHUP)
+
+
+def _die_without_probe(signum: int, _frame: object) -> None:
+    """Kill the early probe, then die of the signal as the launcher would have without a handler."""
+    discard()
+    signal(signum, SIG_DFL)
+    os.kill(os.getpid(), signum)
 
 
 def claim(python: str, provider: str, env: Mapping[str, str], cwd: str) -> EarlyProbe | None:
@@ -255,7 +274,7 @@ def probe_inputs(
     if not (provider.endswith("ExecutionProvider") and provider.isascii() and provider.isalnum()):
         return None
     found = conda_prefix(get("HEYGEM_CONDA_ENV"), get("HEYGEM_CONDA_ROOT"))
-    if found is None or not _utf8(environ):
+    if found is None or not _utf8(environ) or not os.path.isdir(os.path.join(cwd, app_dir)):
         return None
     prefix, name, python, is_conda = found
     if is_conda and (os.path.exists(os.path.join(prefix, "conda-meta", "state")) or _activate_d(prefix)):

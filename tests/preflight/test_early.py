@@ -9,6 +9,7 @@ the process matters (whether it is killed).
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -145,6 +146,7 @@ DECLINES: dict[str, dict[str, str]] = {
     "an env with conda's env vars": {"HEYGEM_CONDA_ENV": "human", "HEYGEM_CONDA_ROOT": "{root}", "STATE": "1"},
     "a world-writable library folder": {"LD_LIBRARY_PATH": "{tmp}/open"},
     "bytes that are not UTF-8": {"X": "\udcff"},
+    "an app dir that is not there": {"HEYGEM_APP_DIR": "{tmp}/gone"},
 }
 
 
@@ -247,3 +249,27 @@ def test_the_check_adopts_it_end_to_end(tmp_path: Path) -> None:
     (start,) = (tmp_path / "starts").read_text().splitlines()
     parent, report = start.split(" ", 1)
     assert f"/heygem-probe-{parent}-" in report
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_deadly_signal_before_the_check_handles_signals_kills_the_early_probe(
+    signum: signal.Signals, tmp_path: Path
+) -> None:
+    """Between the early probe's start and commands/check.py's handlers, SIGTERM or SIGHUP ends the launcher as
+    it always did (by the signal), and takes the probe (in its own session) with it. A real process and signal."""
+    env = make_env(tmp_path / "env", conda=False, python=SLEEPER)
+    (tmp_path / "app").mkdir()
+    code = (
+        "import os, sys, time\n"
+        "from launcher.preflight import early\n"
+        f"early.start({{'HEYGEM_CONDA_ENV': {str(env)!r}}}, os.environ)\n"
+        "print(early._STARTED[0].pid, early._STARTED[0].folder, flush=True)\n"
+        f"os.kill(os.getpid(), {int(signum)})\n"
+        "time.sleep(10)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path / "app", env=clean_environ(), capture_output=True, text=True
+    )
+    assert done.returncode == -signum, done.stderr
+    pid, folder = done.stdout.split()
+    assert gone(int(pid)) and not running(env / "bin" / "python") and not os.path.exists(folder)
