@@ -2,8 +2,9 @@
 
 preflight: `heygem-launch --check-only` against the naive check
            `python -c "import onnxruntime; print(onnxruntime.get_available_providers())"`, interleaved,
-           medians; target ratio <= 1.25 (issue 15). Also the launcher's own peak RSS (VmHWM of its process, the probe
-           child excluded): target <= 40 MB.
+           medians; target ratio <= 1.25 (issue 15). Beside them the floor (bench/floor.py: an interpreter
+           that only spawns the same probe with its inputs computed beforehand, and waits). Also the
+           launcher's own peak RSS (VmHWM of its process, the probe child excluded): target <= 40 MB.
 preflight-1.16: the same, with HeyGem's build: onnxruntime-gpu 1.16.3 in a Python 3.8 env (the tests' cached
            env, tests/envs.py; built on first use), checked with `--conda-env`; the naive check runs in
            that env's python.
@@ -53,7 +54,11 @@ from watch import bench_detect, bench_flood, bench_long_lines, bench_probes
 PY = sys.executable
 NAIVE_CODE = "import onnxruntime; print(onnxruntime.get_available_providers())"
 NAIVE = [PY, "-c", NAIVE_CODE]
-LAUNCH = [PY, "-m", "launcher", "--check-only"]
+# The command people run: pip's console script beside this python (what `python -m launcher` also runs, after
+# runpy's ~4 ms).
+_SCRIPT = Path(PY).with_name("heygem-launch")
+LAUNCH = [str(_SCRIPT) if _SCRIPT.exists() else PY, *([] if _SCRIPT.exists() else ["-m", "launcher"]), "--check-only"]
+FLOOR = str(Path(__file__).resolve().with_name("floor.py"))
 RATIO_TARGET = 1.25  # --check-only against the naive check (issue 15; 2.0 before)
 
 
@@ -83,16 +88,34 @@ def timed(cmd: list[str], cwd: str, expect: tuple[int, ...] = (0,), env: dict[st
     return elapsed
 
 
-def bench_preflight(rounds: int, env_python: str = PY, args: tuple[str, ...] = ()) -> dict[str, object]:
+def floor_command(app: str, flags: dict[str, str]) -> list[str]:
+    """bench/floor.py with the probe's inputs as the launcher computes them (launcher/preflight/early.py)."""
+    import marshal
+
+    from launcher.preflight import early
+
+    inputs = early.probe_inputs(flags, os.environ, app)
+    if inputs is None:
+        raise SystemExit("the early probe declines this configuration: no floor to measure")
+    python, provider, env, cwd = inputs
+    path = Path(app, "floor-inputs.marshal")
+    path.write_bytes(marshal.dumps((python, provider, env, cwd, early.CHILD, early.MODEL)))
+    return [PY, FLOOR, str(path)]
+
+
+def bench_preflight(rounds: int, env_python: str = PY, conda_env: str = "") -> dict[str, object]:
+    args = ("--conda-env", conda_env) if conda_env else ()
     naive_cmd, launch_cmd = [env_python, "-c", NAIVE_CODE], [*LAUNCH, *args]
     with tempfile.TemporaryDirectory() as app:
         Path(app, "app.py").write_text("")  # the preflight checks that the app's script exists
         verdicts = (0, 69)  # passed or refused: both are answers; anything else is a failure
-        timed(naive_cmd, app), timed(launch_cmd, app, verdicts)  # warm the page cache for both
-        naive, launch = [], []
-        for _ in range(rounds):  # interleaved, so drift hits both alike
+        floor_cmd = floor_command(app, {"HEYGEM_CONDA_ENV": conda_env} if conda_env else {})
+        timed(naive_cmd, app), timed(launch_cmd, app, verdicts), timed(floor_cmd, app)  # warm the page cache
+        naive, launch, floor = [], [], []
+        for _ in range(rounds):  # interleaved, so drift hits all alike
             naive.append(timed(naive_cmd, app))
             launch.append(timed(launch_cmd, app, verdicts))
+            floor.append(timed(floor_cmd, app))
         hwm = []
         for _ in range(3):
             err = subprocess.run(launch_rss(list(args)), cwd=app, capture_output=True, text=True, check=False).stderr
@@ -104,6 +127,9 @@ def bench_preflight(rounds: int, env_python: str = PY, args: tuple[str, ...] = (
         "check_only_median_s": round(statistics.median(launch), 3),
         "ratio": round(ratio, 2),
         "ratio_target": RATIO_TARGET,
+        # The floor (bench/floor.py): the launcher's interpreter and the probe alone, against the naive check.
+        "floor_median_s": round(statistics.median(floor), 3),
+        "floor_ratio": round(statistics.median(floor) / statistics.median(naive), 2),
         "launcher_peak_rss_mb": round(rss_mb, 1),
         "rss_target_mb": 40,
         "pass": ratio <= RATIO_TARGET and rss_mb <= 40,
@@ -115,7 +141,7 @@ def bench_preflight_116(rounds: int) -> dict[str, object]:
 
     build = envs.BUILDS[0]
     prefix = envs.build_env(build, "gpu")
-    result = bench_preflight(rounds, str(prefix / "bin" / "python"), ("--conda-env", str(prefix)))
+    result = bench_preflight(rounds, str(prefix / "bin" / "python"), str(prefix))
     return {"build": f"onnxruntime-gpu {build.version}, Python 3.8", **result}
 
 

@@ -154,6 +154,16 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point: a plain invocation here, anything else through the click CLI."""
     args = sys.argv[1:] if argv is None else list(argv)
     invocation = plain_invocation(args, os.environ) if _sane(sys.stdout) and _sane(sys.stderr) else None
+    if invocation is not None and invocation[0] == "check":
+        # The probe first, before the settings' modules load (launcher/preflight/early.py): the preflight
+        # adopts it when it is exactly the probe it would start.
+        from launcher.preflight import early
+
+        early.start(invocation[1], os.environ)
+        try:
+            plain(*invocation)
+        finally:
+            early.discard()
     if invocation is not None:
         plain(*invocation)
     from launcher.cli import main as cli_main

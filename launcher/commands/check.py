@@ -88,7 +88,15 @@ def guarded(call: Callable[[], int]) -> int:
 def check(settings: Settings, as_json: bool, echo: Echo) -> int:
     """The preflight of every app, reported; 0 passed, 69 refused, 78 the app cannot start as configured."""
     # Imported here so that `--help` and usage errors stay fast.
+    from launcher.preflight import early
     from launcher.preflight.fleet import fleet_preflight, with_config_refusal
+
+    if early.pending():
+        # The probe runs already (launcher/preflight/early.py): what comes after it is loaded while it runs.
+        import importlib
+
+        for module in ("launcher.preflight.report", "launcher.service.startchecks"):
+            importlib.import_module(module)
 
     if not as_json:
         for warning in settings.warnings:

@@ -9,18 +9,17 @@ from pathlib import Path
 from launcher.config import values
 from launcher.config.settings import Settings
 from launcher.errors import ConfigError
-from launcher.preflight import conda
+from launcher.preflight import conda, envrules
+from launcher.preflight.envrules import ORT_KILL_SWITCH, OWN_PREFIX
 from launcher.preflight.libpath import LibraryPath, build_library_path
-from launcher.preflight.loaderenv import OWN_PREFIX, safe_loader_env, strip_loader_variables
+from launcher.preflight.loaderenv import safe_loader_env, strip_loader_variables
 from launcher.system.rundir import SESSIONS_SOCKET_NAME
 
-# Disables CUDA in ONNX Runtime outright; a leftover from debugging must not decide the app's provider.
-ORT_KILL_SWITCH = "ORT_CUDA_UNAVAILABLE"
 PORT_VARIABLE = "GRADIO_SERVER_PORT"  # how Gradio, and so HeyGem, is told its port
 DEFAULT_PORT = 7860
 # The session audit: a folder holding only sitecustomize.py, first on the app's PYTHONPATH, and the socket its
 # records go to (read by the service; the variable's name is the audit's, audit/sitecustomize.py).
-AUDIT_DIR = Path(__file__).resolve().with_name("audit")
+AUDIT_DIR = Path(envrules.AUDIT_DIR)
 AUDIT_SOCKET_VARIABLE = "HEYGEMLAUNCH_AUDIT_SOCKET"
 
 
@@ -104,5 +103,5 @@ def audit_environment(pythonpath: str, run_dir: Path) -> dict[str, str]:
     """Pure: the variables that load the session audit into each of the app's Python processes: its folder
     first on PYTHONPATH (before the app's own entries, in their order; no empty entry, which would put the
     working directory on the path), and the socket in the run dir its records go to."""
-    entries = [str(AUDIT_DIR), *(entry for entry in pythonpath.split(":") if entry and entry != str(AUDIT_DIR))]
-    return {"PYTHONPATH": ":".join(entries), AUDIT_SOCKET_VARIABLE: str(run_dir / SESSIONS_SOCKET_NAME)}
+    pythonpath = envrules.audit_pythonpath(pythonpath, str(AUDIT_DIR))
+    return {"PYTHONPATH": pythonpath, AUDIT_SOCKET_VARIABLE: str(run_dir / SESSIONS_SOCKET_NAME)}

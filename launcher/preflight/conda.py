@@ -16,6 +16,7 @@ from pathlib import Path
 
 from launcher.config import values
 from launcher.errors import ConfigError
+from launcher.preflight import envrules
 
 ACTIVATE_SCRIPT_TIMEOUT = 30.0
 
@@ -96,36 +97,10 @@ def activate_scripts(prefix: Path) -> list[Path]:
     return sorted(folder.glob("*.sh")) if folder.is_dir() else []
 
 
-def _without(path_value: str, folder: str) -> list[str]:
-    return [p for p in path_value.split(":") if p and p != folder]
-
-
 def activation_env(base: Mapping[str, str], env: CondaEnv, state_vars: Mapping[str, str]) -> dict[str, str]:
-    """Pure: the environment `conda activate` (or a venv's `activate`) would leave, before activate.d."""
-    out = dict(base)
-    bin_dir = str(env.prefix / "bin")
-    path = _without(out.get("PATH", ""), bin_dir)
-    if env.is_conda:
-        old_prefix = out.get("CONDA_PREFIX")
-        try:
-            old_level = int(out.get("CONDA_SHLVL", "0"))
-        except ValueError:
-            old_level = 0
-        if old_prefix and old_prefix != str(env.prefix):
-            # Replacing the active env, as `conda activate` without --stack does.
-            path = _without(":".join(path), f"{old_prefix}/bin")
-            out[f"CONDA_PREFIX_{old_level}"] = old_prefix
-            out["CONDA_SHLVL"] = str(old_level + 1)
-        elif not old_prefix:
-            out["CONDA_SHLVL"] = str(old_level + 1)
-        out["CONDA_PREFIX"] = str(env.prefix)
-        out["CONDA_DEFAULT_ENV"] = env.name
-        out["CONDA_PROMPT_MODIFIER"] = f"({env.name}) "
-        out.update(state_vars)
-    elif (env.prefix / "pyvenv.cfg").is_file():
-        out["VIRTUAL_ENV"] = str(env.prefix)
-    out["PATH"] = ":".join([bin_dir, *path])
-    return out
+    """Pure: the environment `conda activate` (or a venv's `activate`) would leave, before activate.d
+    (`envrules.activation_env`, which the early probe shares)."""
+    return envrules.activation_env(base, str(env.prefix), env.name, env.is_conda, state_vars)
 
 
 _STATUS_MARK = b"heygem-activate.d-status:"

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
 
 from launcher.system.gpu import Gpu
+
+TYPE_CHECKING = False  # not typing's: importing typing costs ~3 ms beside the probe
+if TYPE_CHECKING:
+    from typing import Any
 
 # NVML's numbers (nvml.h; nvidia-ml-py's constants of the same names).
 COMPUTEMODE_EXCLUSIVE_THREAD, COMPUTEMODE_PROHIBITED, COMPUTEMODE_EXCLUSIVE_PROCESS = 1, 2, 3

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from launcher.errors import ConfigError
-from launcher.preflight.libpath import merge_entries, unsafe_folder
+from launcher.preflight.envrules import OWN_PREFIX, merge_entries, unsafe_folder
 
 # Loader variables the app never needs: each can make ld.so load code from a path of someone's choosing,
 # or write files where it is told. LD_LIBRARY_PATH is kept, cleaned; LD_BIND_NOW is harmless.
@@ -35,8 +35,6 @@ LOADER_VARIABLES = frozenset(
         "MALLOC_TRACE",
     }
 )
-# The launcher's own settings and switches: nothing the app or supervisord should see.
-OWN_PREFIX = "HEYGEM_"
 
 
 def strip_loader_variables(env: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import re
+import select
 import signal
 import subprocess
 import tempfile
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from launcher.errors import LaunchError
+from launcher.preflight import early
 
 TYPE_CHECKING = False  # not typing's: importing typing costs ~3 ms on the probe's critical path
 if TYPE_CHECKING:
@@ -93,15 +95,59 @@ class ProbeResult:
 
 
 # Plain files next to this module: the package is always installed unzipped (pip, setuptools).
-CHILD = Path(__file__).with_name("probe_child.py")
-MODEL = Path(__file__).with_name("data") / "probe.onnx"
+CHILD = Path(early.CHILD)
+MODEL = Path(early.MODEL)
 
 
 def child_source() -> str:
     return CHILD.read_text(encoding="utf-8")
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+class _EarlyFolder:
+    """The early probe's report folder, behind TemporaryDirectory's `name` and `cleanup()`."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def cleanup(self) -> None:
+        early.remove_folder(self.name)
+
+
+class _Adopted:
+    """The early probe's process behind the part of subprocess.Popen's interface ProbeRun uses: `pid`,
+    `communicate` (its output until EOF, TimeoutExpired at the timeout with what came so far), `kill`, `wait`,
+    `returncode` (-N for a signal, as Popen's)."""
+
+    def __init__(self, probe: early.EarlyProbe) -> None:
+        self.probe, self.pid, self.returncode = probe, probe.pid, None
+        self._chunks: list[bytes] = []
+
+    def communicate(self, timeout: float | None = None) -> tuple[bytes, None]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.probe.output >= 0:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise subprocess.TimeoutExpired(self.probe.python, timeout or 0.0, b"".join(self._chunks))
+            ready, _, _ = select.select([self.probe.output], [], [], left)
+            if ready:
+                chunk = os.read(self.probe.output, 65536)
+                self._chunks.append(chunk) if chunk else self.probe.close_output()
+        self.wait()
+        return b"".join(self._chunks), None
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            _pid, status = os.waitpid(self.pid, 0)
+            self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+        self.probe.close_output()
+
+
+def _kill_group(proc: subprocess.Popen[bytes] | _Adopted) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
 
@@ -119,6 +165,7 @@ def kill_running() -> int:
     (or its preflight was interrupted): from now on a probe that a thread is about to start is refused
     (ProbeRun raises LaunchError) instead of running until its timeout."""
     _CLOSED.set()
+    early.discard()
     runs = list(_RUNNING)
     for run in runs:
         run.kill()
@@ -132,13 +179,28 @@ class ProbeRun:
     def __init__(self, python: Path, env: dict[str, str], cwd: Path, provider: str, timeout: float) -> None:
         if _CLOSED.is_set():
             raise LaunchError("heygem-launch is stopping: no probe is started")
-        self._started = time.monotonic()
+        adopted = early.claim(str(python), provider, env, str(cwd))
+        if adopted is not None:
+            # The early probe is this very probe, started before the settings were read (early.py).
+            self._started = adopted.started
+            self._tmp: tempfile.TemporaryDirectory[str] | _EarlyFolder = _EarlyFolder(adopted.folder)
+            self._report_path = adopted.report
+            self._proc: subprocess.Popen[bytes] | _Adopted = _Adopted(adopted)
+        else:
+            self._started = time.monotonic()
+            self._tmp = tempfile.TemporaryDirectory(prefix="heygem-probe-")
+            self._report_path = os.path.join(self._tmp.name, "report.json")
+            self._proc = self._spawn(python, env, cwd, provider)
         self._deadline = self._started + timeout
-        self._tmp = tempfile.TemporaryDirectory(prefix="heygem-probe-")
-        self._report_path = os.path.join(self._tmp.name, "report.json")
+        _RUNNING.add(self)
+        if _CLOSED.is_set():  # closed while we started: kill_running may have missed us
+            self.kill()
+            raise LaunchError("heygem-launch is stopping: no probe is started")
+
+    def _spawn(self, python: Path, env: dict[str, str], cwd: Path, provider: str) -> subprocess.Popen[bytes]:
         # `python -` in the app dir: sys.path[0] is the app dir, as for `python app.py`. Its own session:
         # a hung probe is killed with anything it started.
-        self._proc = subprocess.Popen(
+        proc = subprocess.Popen(
             [str(python), "-", self._report_path, str(MODEL), provider, self._tmp.name],
             cwd=cwd,
             env=env,
@@ -148,24 +210,24 @@ class ProbeRun:
             start_new_session=True,
         )
         # The script fits in the pipe's buffer: hand it over now, so the child runs while we do our checks.
-        _RUNNING.add(self)
-        if _CLOSED.is_set():  # closed while we started: kill_running may have missed us
-            self.kill()
-            raise LaunchError("heygem-launch is stopping: no probe is started")
-        assert self._proc.stdin is not None
+        assert proc.stdin is not None
         try:
-            self._proc.stdin.write(child_source().encode())
-            self._proc.stdin.close()
+            proc.stdin.write(child_source().encode())
+            proc.stdin.close()
         except BrokenPipeError:
             # The probe's python died before it read its script (a broken env: a bad PYTHONHOME set by an
             # activate.d script, a python that is not one). That is the probe's result, which wait() collects
             # with its output. Escaping, the error would be click's EPIPE: a silent exit 1.
             with contextlib.suppress(OSError):
-                self._proc.stdin.close()
+                proc.stdin.close()
         except BaseException:
-            self.kill()
+            _kill_group(proc)
+            proc.kill()
+            proc.wait()
+            self._tmp.cleanup()
             raise
-        self._proc.stdin = None
+        proc.stdin = None
+        return proc
 
     def kill(self) -> None:
         """Kill the probe's whole group and collect it (idempotent)."""

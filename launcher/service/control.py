@@ -117,7 +117,7 @@ def start_supervisord(run: RunDir, environ: Mapping[str, str]) -> tuple[subproce
         stdin=subprocess.DEVNULL,
         env=launcher_child_env(environ),
         start_new_session=True,
-        preexec_fn=procs.die_with_parent,
+        preexec_fn=procs.die_with_parent(),
     )
     supervisor = Supervisor(run, CALL_TIMEOUT)
     deadline = time.monotonic() + SUPERVISORD_START_TIMEOUT
