@@ -18,10 +18,13 @@ from launcher.errors import LaunchError, one_line
 def serve(flags: Mapping[str, str | None], echo: Echo) -> int:
     """The run with the settings the flags give; an error before the service ran (a bad setting, a busy port) is
     the termination message too (Kubernetes shows it as the container's last words)."""
-    from launcher.system import termination
+    from launcher.system import openssl, termination
 
     try:
-        return run(load_settings(flags), flags, echo)
+        settings = load_settings(flags)
+        if settings.metrics_port is None:  # prometheus-client imports ssl; nothing else here uses TLS
+            openssl.keep_out()
+        return run(settings, flags, echo)
     except LaunchError as exc:
         termination.write(str(exc))
         raise

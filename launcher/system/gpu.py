@@ -110,7 +110,7 @@ def _device(pynvml: Any, index: int) -> Gpu:
 NVML_LIBRARY = "libnvidia-ml.so.1"  # the driver's; what pynvml.nvmlInit() loads first
 
 
-def _nvml_loads() -> bool:
+def nvml_loads() -> bool:
     """Whether the driver's NVML library loads. Without it pynvml can only say so, and importing it costs
     ~20 ms of CPU beside the probe and ~5 MB that the launcher keeps for its whole run."""
     import ctypes
@@ -123,7 +123,7 @@ def _nvml_loads() -> bool:
 
 
 def inventory() -> Inventory:
-    if not _nvml_loads():
+    if not nvml_loads():
         import importlib.util
 
         if importlib.util.find_spec("pynvml") is None:

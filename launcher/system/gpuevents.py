@@ -64,6 +64,10 @@ class GpuWatch:
     def start(self) -> str | None:
         """Register the GPUs and start the thread; None when it runs, else why there is no watch (no driver, NVML
         failed, no GPU supports events)."""
+        from launcher.system.gpu import NVML_LIBRARY, nvml_loads
+
+        if not nvml_loads():  # pynvml could only say so, and would stay in memory (~3 MB) for the whole run
+            return f"no NVIDIA driver: {NVML_LIBRARY} not found"
         try:
             import pynvml
         except ImportError:
