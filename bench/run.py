@@ -103,7 +103,11 @@ def floor_command(app: str, flags: dict[str, str]) -> list[str]:
     return [PY, FLOOR, str(path)]
 
 
-def bench_preflight(rounds: int, env_python: str = PY, conda_env: str = "") -> dict[str, object]:
+def bench_preflight(
+    rounds: int, env_python: str = PY, conda_env: str = "", baseline: str | None = None
+) -> dict[str, object]:
+    """`baseline`: a folder holding another version of the package (`pip install --no-deps --target DIR REF`), run
+    the same way with PYTHONPATH=DIR, interleaved with the rest."""
     args = ("--conda-env", conda_env) if conda_env else ()
     naive_cmd, launch_cmd = [env_python, "-c", NAIVE_CODE], [*LAUNCH, *args]
     with tempfile.TemporaryDirectory() as app:
@@ -111,11 +115,14 @@ def bench_preflight(rounds: int, env_python: str = PY, conda_env: str = "") -> d
         verdicts = (0, 69)  # passed or refused: both are answers; anything else is a failure
         floor_cmd = floor_command(app, {"HEYGEM_CONDA_ENV": conda_env} if conda_env else {})
         timed(naive_cmd, app), timed(launch_cmd, app, verdicts), timed(floor_cmd, app)  # warm the page cache
-        naive, launch, floor = [], [], []
+        naive, launch, floor, base = [], [], [], []
+        base_env = None if baseline is None else {**os.environ, "PYTHONPATH": baseline}
         for _ in range(rounds):  # interleaved, so drift hits all alike
             naive.append(timed(naive_cmd, app))
             launch.append(timed(launch_cmd, app, verdicts))
             floor.append(timed(floor_cmd, app))
+            if base_env is not None:
+                base.append(timed(launch_cmd, app, verdicts, env=base_env))
         hwm = []
         for _ in range(3):
             err = subprocess.run(launch_rss(list(args)), cwd=app, capture_output=True, text=True, check=False).stderr
@@ -133,15 +140,17 @@ def bench_preflight(rounds: int, env_python: str = PY, conda_env: str = "") -> d
         "launcher_peak_rss_mb": round(rss_mb, 1),
         "rss_target_mb": 40,
         "pass": ratio <= RATIO_TARGET and rss_mb <= 40,
+        **({"baseline_median_s": round(statistics.median(base), 3)} if base else {}),
+        **({"baseline_ratio": round(statistics.median(base) / statistics.median(naive), 2)} if base else {}),
     }
 
 
-def bench_preflight_116(rounds: int) -> dict[str, object]:
+def bench_preflight_116(rounds: int, baseline: str | None = None) -> dict[str, object]:
     from tests import envs
 
     build = envs.BUILDS[0]
     prefix = envs.build_env(build, "gpu")
-    result = bench_preflight(rounds, str(prefix / "bin" / "python"), str(prefix))
+    result = bench_preflight(rounds, str(prefix / "bin" / "python"), str(prefix), baseline)
     return {"build": f"onnxruntime-gpu {build.version}, Python 3.8", **result}
 
 
@@ -166,8 +175,8 @@ def bench_preflight_gpus(rounds: int) -> dict[str, object]:
 
 
 BENCHES: dict[str, Callable[[argparse.Namespace], dict[str, object]]] = {
-    "preflight": lambda a: bench_preflight(a.rounds),
-    "preflight-1.16": lambda a: bench_preflight_116(a.rounds),
+    "preflight": lambda a: bench_preflight(a.rounds, baseline=a.baseline),
+    "preflight-1.16": lambda a: bench_preflight_116(a.rounds, a.baseline),
     "preflight-gpus": lambda a: bench_preflight_gpus(a.rounds),
     "respawn": lambda a: bench_respawn(min(a.rounds, 10)),
     "stop": lambda a: bench_stop(min(a.rounds, 7)),
@@ -188,6 +197,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--only", nargs="*", choices=sorted(BENCHES))
     parser.add_argument("--idle-seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--baseline", help="preflight benches: also time the package installed in this folder (PYTHONPATH), interleaved"
+    )
     args = parser.parse_args()
     os.environ.pop("LD_LIBRARY_PATH", None)
     results = {}
