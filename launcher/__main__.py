@@ -159,9 +159,12 @@ def main(argv: list[str] | None = None) -> None:
         # adopts it when it is exactly the probe it would start.
         from launcher.preflight import early
 
-        early.start(invocation[1], os.environ)
         try:
+            early.start(invocation[1], os.environ)
             plain(*invocation)
+        except KeyboardInterrupt:  # SIGINT before plain() handles it: as plain() says it (click's Abort)
+            echo(err=True)
+            sys.exit(130)
         finally:
             early.discard()
     if invocation is not None:

@@ -45,9 +45,12 @@ def _stray(signum: int, _frame: object) -> None:
 
 @contextlib.contextmanager
 def interruptible() -> Iterator[None]:
-    """SIGTERM/SIGINT raise Interrupted until the block ends, and stray signals are said and ignored, as the
-    service does once it runs (it installs its own handlers)."""
-    old = {signum: signal.signal(signum, _interrupt) for signum in (signal.SIGTERM, signal.SIGINT)}
+    """SIGTERM, SIGINT and SIGHUP raise Interrupted until the block ends, and stray signals are said and ignored,
+    as the service does once it runs (it installs its own handlers)."""
+    # SIGHUP too, unless ignored (nohup): its default action would end the launcher with the probe, in its own
+    # session, left running.
+    ending = [signal.SIGTERM, signal.SIGINT] + [signal.SIGHUP] * (signal.getsignal(signal.SIGHUP) != signal.SIG_IGN)
+    old = {signum: signal.signal(signum, _interrupt) for signum in ending}
     old.update({signum: signal.signal(signum, _stray) for signum in STRAY})
     try:
         yield

@@ -281,7 +281,13 @@ def load_settings(
 ) -> Settings:
     """Read the `.env` file the layers point at, then build and check the settings."""
     environ = os.environ if environ is None else environ
-    cwd = Path.cwd() if cwd is None else cwd
+    if cwd is None:
+        try:
+            cwd = Path.cwd()
+        except FileNotFoundError:
+            raise ConfigError(
+                "the current directory no longer exists: start heygem-launch from an existing folder"
+            ) from None
     env_file = find_env_file(flags.get(ENV_FILE_KEY), environ, cwd)
     dotenv = read_env_file(env_file) if env_file else {}
     settings = build_settings(dotenv, environ, flags, env_file=env_file, cwd=cwd)

@@ -20,7 +20,7 @@ DEFAULT_PORT = 7860
 # The session audit: a folder holding only sitecustomize.py, first on the app's PYTHONPATH, and the socket its
 # records go to (read by the service; the variable's name is the audit's, audit/sitecustomize.py).
 AUDIT_DIR = Path(envrules.AUDIT_DIR)
-AUDIT_SOCKET_VARIABLE = "HEYGEMLAUNCH_AUDIT_SOCKET"
+AUDIT_SOCKET_VARIABLE = envrules.AUDIT_SOCKET_VARIABLE
 
 
 @dataclass(frozen=True)

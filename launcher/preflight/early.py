@@ -21,8 +21,25 @@ import sys
 import time
 
 # signal's C core: the `signal` module's enums cost ~4 ms (enum) on the probe's critical path.
-from _signal import SIG_DFL, SIGHUP, SIGKILL, SIGPIPE, SIGTERM, SIGXFSZ, signal
-from collections.abc import Callable, Mapping
+from _signal import (
+    SIG_BLOCK,
+    SIG_DFL,
+    SIG_SETMASK,
+    SIGALRM,
+    SIGHUP,
+    SIGINT,
+    SIGKILL,
+    SIGPIPE,
+    SIGQUIT,
+    SIGTERM,
+    SIGUSR1,
+    SIGUSR2,
+    SIGXFSZ,
+    getsignal,
+    pthread_sigmask,
+    signal,
+)
+from collections.abc import Mapping
 
 from launcher.preflight import envrules
 from launcher.preflight.loaderenv import safe_loader_env, strip_loader_variables
@@ -59,8 +76,11 @@ class EarlyProbe:
         script_r, script_w = os.pipe()
         actions = [(os.POSIX_SPAWN_DUP2, script_r, 0), (os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, out_w, 2)]
         try:
+            _keep_fds_to_ourselves()
             os.chdir(cwd)  # posix_spawn has no cwd; the launcher has one thread now (start() checks)
-            # subprocess.Popen's restore_signals: Python ignores SIGPIPE and SIGXFSZ, a child must not.
+            self.real_cwd = os.getcwd()  # where it runs, whatever a symlink on the way says later
+            # subprocess.Popen's restore_signals: Python ignores SIGPIPE and SIGXFSZ, a child must not. No signal
+            # blocked in it (start() blocks some here, until the probe is on record).
             self.pid = os.posix_spawn(
                 python,
                 [python, "-", self.report, MODEL, provider, self.folder],
@@ -68,6 +88,7 @@ class EarlyProbe:
                 file_actions=actions,
                 setsid=True,
                 setsigdef=(SIGPIPE, SIGXFSZ),
+                setsigmask=(),
             )
         except BaseException:
             os.close(script_w)
@@ -92,7 +113,7 @@ class EarlyProbe:
         directory (as the probe sees it), and environment, variable for variable."""
         return (
             (python, provider) == (self.python, self.provider)
-            and _real(cwd) == _real(self.cwd)
+            and os.path.realpath(cwd) == self.real_cwd
             and dict(env) == self.env
         )
 
@@ -118,26 +139,23 @@ class EarlyProbe:
 
 
 def remove_folder(folder: str) -> None:
-    """The report folder and whatever the probe left in it (shutil.rmtree's job, without importing shutil)."""
-    for root, dirs, files in os.walk(folder, topdown=False):
-        for name in files:
-            _quietly(os.unlink, os.path.join(root, name))
-        for name in dirs:
-            path = os.path.join(root, name)
-            _quietly(os.unlink if os.path.islink(path) else os.rmdir, path)
-    _quietly(os.rmdir, folder)
+    """The report folder and whatever the probe left in it. shutil.rmtree, as TemporaryDirectory does: it works
+    through directory fds and refuses a symlink, so a folder swapped for a link in a TMPDIR that others can write
+    never makes it delete elsewhere. Imported here: cleanup is off the probe's critical path."""
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
 
 
-def _quietly(remove: Callable[[str], None], path: str) -> None:
-    # contextlib.suppress, without importing contextlib on the probe's critical path.
-    try:  # noqa: SIM105
-        remove(path)
-    except OSError:
-        pass
-
-
-def _real(path: str) -> str:
-    return os.path.realpath(path)
+def _keep_fds_to_ourselves() -> None:
+    """Every inherited fd above 2 not inherited by the probe (subprocess.Popen's close_fds): what the shell
+    handed the launcher (`3</etc/x`, a harness's pipe) is not the probe's."""
+    for name in os.listdir("/proc/self/fd"):
+        if int(name) > 2:
+            try:  # noqa: SIM105 - contextlib costs ~2 ms of imports on the probe's critical path
+                os.set_inheritable(int(name), False)
+            except OSError:
+                pass  # the listing's own fd, closed by now
 
 
 def _report_folder() -> str:
@@ -154,22 +172,34 @@ _STARTED: list[EarlyProbe] = []
 
 def start(flags: Mapping[str, str], environ: Mapping[str, str]) -> None:
     """Start the early probe for `--check-only` with these setting flags, when this module can compute its
-    inputs the way the full preflight does; else nothing. Never raises: a failure here only costs time."""
+    inputs the way the full preflight does; else nothing. Never raises but KeyboardInterrupt: a failure here only
+    costs time. Signals that would end the launcher before the check handles them are blocked until the probe is
+    on record, so that none lands between its spawn and `discard()` knowing of it."""
     if "threading" in sys.modules and sys.modules["threading"].active_count() > 1:
         return  # os.chdir around the spawn would move other threads too
     try:
         inputs = probe_inputs(flags, environ, os.getcwd())
-        if inputs is not None:
-            for signum in DEADLY:
-                signal(signum, _die_without_probe)
-            _STARTED.append(EarlyProbe(*inputs))
     except Exception:  # declined: the full preflight computes and reports everything itself
         return
+    if inputs is None:
+        return
+    old_mask = pthread_sigmask(SIG_BLOCK, (SIGINT, *DEADLY, *STRAY))
+    try:
+        for signum, handler in [(s, _die_without_probe) for s in DEADLY] + [(s, _stray) for s in STRAY]:
+            if getsignal(signum) == SIG_DFL:  # an ignored one (nohup) stays ignored
+                signal(signum, handler)
+        _STARTED.append(EarlyProbe(*inputs))
+    except Exception:
+        return
+    finally:
+        pthread_sigmask(SIG_SETMASK, old_mask)  # what came meanwhile lands now, with the probe on record
 
 
-# Signals whose default action ends the launcher before commands/check.py's interruptible() handles them: the
-# probe, in its own session, would outlive it (SIGINT is Python's KeyboardInterrupt, which unwinds to discard()).
+# Until commands/check.py's interruptible() takes over: SIGTERM and SIGHUP end the launcher as their default
+# action would, without leaving the probe (in its own session) behind; the stray signals are said and ignored,
+# as interruptible() and the service do. SIGINT is Python's KeyboardInterrupt, which unwinds to discard().
 DEADLY = (SIGTERM, SIGHUP)
+STRAY = (SIGUSR1, SIGUSR2, SIGQUIT, SIGALRM)  # system/signalinbox.py's STRAY, without its enums
 
 
 def _die_without_probe(signum: int, _frame: object) -> None:
@@ -177,6 +207,15 @@ def _die_without_probe(signum: int, _frame: object) -> None:
     discard()
     signal(signum, SIG_DFL)
     os.kill(os.getpid(), signum)
+
+
+def _stray(signum: int, _frame: object) -> None:
+    from launcher.system.signalinbox import stray_line
+
+    try:  # noqa: SIM105 - one line, whatever state sys.stderr's buffer is in
+        os.write(2, f"heygem-launch: {stray_line(signum)}\n".encode())
+    except OSError:
+        pass
 
 
 def claim(python: str, provider: str, env: Mapping[str, str], cwd: str) -> EarlyProbe | None:
@@ -283,6 +322,7 @@ def probe_inputs(
     base, _warnings = safe_loader_env(base, strict=True)  # ConfigError: declined (start() catches it)
     env, _removed = strip_loader_variables(envrules.activation_env(base, prefix, name, is_conda, {}))
     env.pop(envrules.ORT_KILL_SWITCH, None)
+    env.pop(envrules.AUDIT_SOCKET_VARIABLE, None)  # the probe runs without it (preflight/check.py)
     inherited = env.get("LD_LIBRARY_PATH", "").split(":")
     groups = [[os.path.join(prefix, "lib")], envrules.nvidia_wheel_dirs(prefix), inherited]
     entries = [entry for entry in envrules.merge_entries(groups)[0] if os.path.isdir(entry)]

@@ -172,5 +172,7 @@ def audit_pythonpath(pythonpath: str, audit_dir: str) -> str:
     return ":".join([audit_dir, *(entry for entry in pythonpath.split(":") if entry and entry != audit_dir)])
 
 
-# The session audit: a folder holding only sitecustomize.py, first on the app's PYTHONPATH.
+# The session audit: a folder holding only sitecustomize.py, first on the app's PYTHONPATH, and the socket its
+# records go to (read by the service; the variable's name is the audit's, audit/sitecustomize.py).
 AUDIT_DIR = os.path.join(os.path.dirname(os.path.realpath(__file__)), "audit")
+AUDIT_SOCKET_VARIABLE = "HEYGEMLAUNCH_AUDIT_SOCKET"

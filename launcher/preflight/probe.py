@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from launcher.errors import LaunchError
+from launcher.errors import ConfigError, LaunchError
 from launcher.preflight import early
 
 TYPE_CHECKING = False  # not typing's: importing typing costs ~3 ms on the probe's critical path
@@ -135,6 +135,13 @@ class _Adopted:
         self.wait()
         return b"".join(self._chunks), None
 
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
     def wait(self, timeout: float | None = None) -> int:
         if self.returncode is None:
             _pid, status = os.waitpid(self.pid, 0)
@@ -145,6 +152,26 @@ class _Adopted:
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGKILL)
         self.probe.close_output()
+
+
+# Once the probe's group is killed, how long (s) an escaped descendant may still hold its output open.
+HELD_OUTPUT_S = 3.0
+CUT = b"\n(heygem-launch: output cut: a process the probe started outside its group held it open)\n"
+
+
+def _drain(proc: subprocess.Popen[bytes] | _Adopted) -> bytes:
+    """The rest of a killed probe's output, read for at most HELD_OUTPUT_S: its group is dead, so a writer still
+    holding the pipe escaped it, and the preflight must not wait on it (its timeout is the setting's)."""
+    try:
+        out, _ = proc.communicate(timeout=HELD_OUTPUT_S)
+        return out
+    except subprocess.TimeoutExpired as exc:
+        if isinstance(proc, _Adopted):
+            proc.probe.close_output()
+        elif proc.stdout is not None:
+            proc.stdout.close()
+        proc.wait()
+        return (exc.output or b"") + CUT
 
 
 def _kill_group(proc: subprocess.Popen[bytes] | _Adopted) -> None:
@@ -200,15 +227,21 @@ class ProbeRun:
     def _spawn(self, python: Path, env: dict[str, str], cwd: Path, provider: str) -> subprocess.Popen[bytes]:
         # `python -` in the app dir: sys.path[0] is the app dir, as for `python app.py`. Its own session:
         # a hung probe is killed with anything it started.
-        proc = subprocess.Popen(
-            [str(python), "-", self._report_path, str(MODEL), provider, self._tmp.name],
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        try:
+            proc = subprocess.Popen(
+                [str(python), "-", self._report_path, str(MODEL), provider, self._tmp.name],
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:  # not executable, not a program (no shebang, a folder), its interpreter missing
+            self._tmp.cleanup()
+            raise ConfigError(
+                f"the app's python {python} cannot be started: {exc.strerror or exc} (HEYGEM_CONDA_ENV names its env)"
+            ) from None
         # The script fits in the pipe's buffer: hand it over now, so the child runs while we do our checks.
         assert proc.stdin is not None
         try:
@@ -244,9 +277,11 @@ class ProbeRun:
         try:
             out, _ = proc.communicate(timeout=max(0.0, self._deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            timed_out = True
+            # Timed out, unless the probe itself ended and only something it started outside its group (a
+            # setsid'd child) holds the output open.
+            timed_out = proc.poll() is None
             _kill_group(proc)
-            out, _ = proc.communicate()
+            out = _drain(proc)
         except BaseException:
             self.kill()
             raise

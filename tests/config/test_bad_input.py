@@ -76,6 +76,28 @@ def test_bytes_that_are_not_utf8_in_the_environment_exit_78(app_dir: Path) -> No
     assert proc.returncode == 78 and b"APP_SETTING" in proc.stderr, proc.stderr
 
 
+def test_a_working_directory_that_no_longer_exists_exits_78(tmp_path: Path) -> None:
+    """Started from a folder removed under it (a shell left in a deleted release folder): one line, 78, no
+    internal error, for `--check-only` and for the run."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    for args in (["--check-only"], []):
+        gone.mkdir(exist_ok=True)
+        proc = subprocess.Popen(
+            [*LAUNCH, *args],
+            cwd=gone,
+            env=clean_environ(**CPU),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        gone.rmdir()  # while its interpreter starts (~15 ms): the launcher's first look at it comes after
+        _out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 78, err
+        assert "the current directory no longer exists" in err
+        assert "Traceback" not in err and len(err.splitlines()) == 1
+
+
 # -- item 11: settings valid in form but not for their use --------------------------------------------
 HANDED = [
     ("HEYGEM_PATTERN_BLOCKED", "a{99999999999}", "too large"),

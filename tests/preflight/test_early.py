@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -273,3 +274,120 @@ def test_a_deadly_signal_before_the_check_handles_signals_kills_the_early_probe(
     assert done.returncode == -signum, done.stderr
     pid, folder = done.stdout.split()
     assert gone(int(pid)) and not running(env / "bin" / "python") and not os.path.exists(folder)
+
+
+def test_a_report_folder_swapped_for_a_link_is_not_followed(tmp_path: Path) -> None:
+    """Another user who can write TMPDIR replaces the probe's folder with a link: the cleanup refuses the link
+    (shutil.rmtree's rule) and the folder it points to keeps everything."""
+    victim = tmp_path / "victim"
+    (victim / "sub").mkdir(parents=True)
+    (victim / "a.txt").write_text("a")
+    (victim / "sub" / "b.txt").write_text("b")
+    (tmp_path / "heygem-probe-1-00").symlink_to(victim)
+    early.remove_folder(str(tmp_path / "heygem-probe-1-00"))
+    assert (victim / "a.txt").exists() and (victim / "sub" / "b.txt").exists()
+
+
+def launch_with_signal(tmp_path: Path, signum: int, **extra: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """`--check-only` run in a python whose posix_spawn sends `signum` to the launcher right after the early probe
+    is spawned: the signal lands in the narrowest window there is. The probe's python sleeps."""
+    env = make_env(tmp_path / "env", conda=False, python=SLEEPER)
+    (tmp_path / "app").mkdir()
+    code = (
+        "import os, sys\n"
+        "spawn = os.posix_spawn\n"
+        "def signalled(*args, **kwargs):\n"
+        "    pid = spawn(*args, **kwargs)\n"
+        f"    os.kill(os.getpid(), {signum})\n"
+        "    return pid\n"
+        "os.posix_spawn = signalled\n"
+        "sys.argv = ['heygem-launch', '--check-only']\n"
+        "from launcher.__main__ import main\n"
+        "main()\n"
+    )
+    environ = clean_environ(HEYGEM_CONDA_ENV=str(env), TMPDIR=str(tmp_path), **extra)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path / "app", env=environ, capture_output=True, text=True, timeout=60
+    )
+    return done, env / "bin" / "python"
+
+
+@pytest.mark.parametrize(
+    ("signum", "code"), [(signal.SIGTERM, -signal.SIGTERM), (signal.SIGHUP, -signal.SIGHUP), (signal.SIGINT, 130)]
+)
+def test_a_signal_during_the_spawn_leaves_no_probe(signum: int, code: int, tmp_path: Path) -> None:
+    """Blocked until the probe is on record, then handled: the probe is killed, its folder removed, and the
+    launcher ends as that signal ends it (SIGINT: 130 without a traceback, as plain() says it)."""
+    done, python = launch_with_signal(tmp_path, signum)
+    assert done.returncode == code, done.stderr
+    assert "Traceback" not in done.stderr
+    assert not running(python) and not list(tmp_path.glob("heygem-probe-*"))
+
+
+def test_a_stray_signal_in_the_early_window_is_said_and_ignored(tmp_path: Path) -> None:
+    """SIGUSR1 (the service's stray signals) right after the spawn: one line, the check goes on to its verdict
+    (the sleeping probe times out: 69), nothing left behind."""
+    done, python = launch_with_signal(tmp_path, signal.SIGUSR1, HEYGEM_PREFLIGHT_TIMEOUT="1")
+    assert done.returncode == 69, done.stderr
+    assert "heygem-launch: SIGUSR1" in done.stderr and "probe_timeout" in done.stdout
+    assert not running(python) and not list(tmp_path.glob("heygem-probe-*"))
+
+
+def sleeping_check(tmp_path: Path, *, nohup: bool = False) -> tuple[subprocess.Popen[str], Path]:
+    env = make_env(tmp_path / "env", conda=False, python=SLEEPER)
+    (tmp_path / "app").mkdir()
+    environ = clean_environ(HEYGEM_CONDA_ENV=str(env), TMPDIR=str(tmp_path), HEYGEM_PREFLIGHT_TIMEOUT="3")
+    cmd = ["nohup", *LAUNCH, "--check-only"] if nohup else [*LAUNCH, "--check-only"]
+    launcher = subprocess.Popen(
+        cmd, cwd=tmp_path / "app", env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    wait_for(lambda: running(env / "bin" / "python"), 10, "the probe")
+    return launcher, env / "bin" / "python"
+
+
+def test_sighup_during_the_preflight_stops_it_with_its_probe(tmp_path: Path) -> None:
+    """The probe adopted, SIGHUP: said, exit 129, the probe killed (before, SIGHUP's default action ended the
+    launcher and left the probe running in its own session)."""
+    launcher, python = sleeping_check(tmp_path)
+    time.sleep(1)  # the preflight waits on it by now (before, the early window's own handler: see above)
+    launcher.send_signal(signal.SIGHUP)
+    _out, err = launcher.communicate(timeout=30)
+    assert launcher.returncode == 129, err
+    assert "SIGHUP during the preflight: the probe was stopped" in err
+    assert not running(python) and not list(tmp_path.glob("heygem-probe-*"))
+
+
+def test_under_nohup_sighup_changes_nothing(tmp_path: Path) -> None:
+    """SIGHUP ignored when the launcher starts (nohup) stays ignored: the check runs to its verdict (the sleeping
+    probe's timeout, 69)."""
+    launcher, python = sleeping_check(tmp_path, nohup=True)
+    for _ in range(2):  # in the early window, then while the preflight waits
+        launcher.send_signal(signal.SIGHUP)
+        time.sleep(1)
+    _out, err = launcher.communicate(timeout=30)
+    assert launcher.returncode == 69, err
+    assert not running(python)
+
+
+def test_the_early_probe_inherits_no_fd_beyond_its_three(tmp_path: Path) -> None:
+    """An fd the launcher was handed (here 5, as `5>file` would) is not the probe's, as with Popen's close_fds."""
+    env = make_env(tmp_path / "env", conda=False, python=SLEEPER)
+    (tmp_path / "app").mkdir()
+    handed = os.open(tmp_path / "handed", os.O_WRONLY | os.O_CREAT)
+    try:
+        os.set_inheritable(handed, True)
+        launcher = subprocess.Popen(
+            [*LAUNCH, "--check-only"],
+            cwd=tmp_path / "app",
+            env=clean_environ(HEYGEM_CONDA_ENV=str(env), HEYGEM_PREFLIGHT_TIMEOUT="3"),
+            pass_fds=(handed,),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    finally:
+        os.close(handed)
+    try:
+        (probe,) = wait_for(lambda: running(env / "bin" / "python"), 10, "the probe")
+        assert sorted(int(fd) for fd in os.listdir(f"/proc/{probe}/fd")) == [0, 1, 2]
+    finally:
+        launcher.wait(timeout=30)
