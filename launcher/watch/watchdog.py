@@ -32,7 +32,6 @@ when it comes within DUPLICATE_SECONDS. Plain lines arrive once and always count
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections import OrderedDict, deque
 from dataclasses import dataclass, replace
@@ -93,14 +92,16 @@ class Duplicates:
 
     Bounded in memory whatever the app writes: a record is remembered for DUPLICATE_SECONDS after its first
     copy (both copies are written at once; a pipe or a poll delays one by well under a second) and at most
-    `capacity` of them, each as a 16-byte digest."""
+    `capacity` of them, each as its key's 64-bit hash: among at most `capacity` records that are apart by
+    less than DUPLICATE_SECONDS, two new ones colliding is a ~1e-12 chance. Python's own hash of the key tuple,
+    not a digest of its repr: this runs on every line of a flood (a third of the watchdog's time per line)."""
 
     def __init__(self, key_length: int, capacity: int = REMEMBERED_RECORDS) -> None:
         self.key_length, self.capacity = key_length, capacity
-        self.seen: OrderedDict[bytes, tuple[float, dict[str, int]]] = OrderedDict()
+        self.seen: OrderedDict[int, tuple[float, dict[str, int]]] = OrderedDict()
 
     def is_copy(self, record: Record, source: str, now: float) -> bool:
-        key = hashlib.blake2b(repr(record.key(self.key_length)).encode(), digest_size=16).digest()
+        key = hash(record.key(self.key_length))
         while self.seen and (
             len(self.seen) >= self.capacity or next(iter(self.seen.values()))[0] < now - DUPLICATE_SECONDS
         ):
