@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -238,6 +238,17 @@ def replay(settings: Settings, as_json: bool, dh_log: Path, stderr: Path | None,
     return exitcodes.OK
 
 
+def fail(error: str, code: int, argv: list[str] | None) -> NoReturn:
+    """One error line on stderr and exit `code`; with `--json` anywhere on the command line, also the error's
+    document on stdout, a usage error's too: --json promises one document there (a script reads stdout)."""
+    click.echo(f"heygem-launch: error: {error}", err=True)
+    if "--json" in (sys.argv[1:] if argv is None else argv):
+        from launcher.preflight.report import to_json
+
+        click.echo(to_json({"ok": False, "error": error, "exit_code": code}))
+    sys.exit(code)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: click's usage errors exit 64 (sysexits), our errors one line and their code."""
     hold_std_fds()  # before anything opens a file: a closed 1 or 2 would be taken by it
@@ -246,21 +257,13 @@ def main(argv: list[str] | None = None) -> None:
     except click.UsageError as exc:
         if exc.ctx is not None:
             click.echo(exc.ctx.get_usage(), err=True)
-        click.echo(f"heygem-launch: error: {exc.format_message()}", err=True)
-        sys.exit(exitcodes.USAGE)
+        fail(exc.format_message(), exitcodes.USAGE, argv)
     except click.exceptions.Abort:
         sys.exit(130)
     except click.ClickException as exc:
-        click.echo(f"heygem-launch: error: {exc.format_message()}", err=True)
-        sys.exit(exitcodes.USAGE)
+        fail(exc.format_message(), exitcodes.USAGE, argv)
     except LaunchError as exc:
-        click.echo(f"heygem-launch: error: {exc}", err=True)
-        if "--json" in (sys.argv[1:] if argv is None else argv):
-            # --json promises one document on stdout, an error's too (a script reads stdout, not stderr).
-            from launcher.preflight.report import to_json
-
-            click.echo(to_json({"ok": False, "error": str(exc), "exit_code": exc.exit_code}))
-        sys.exit(exc.exit_code)
+        fail(str(exc), exc.exit_code, argv)
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:  # a bug of ours: one line, not a traceback, unless asked for

@@ -141,14 +141,22 @@ def _read_env_bytes(path: Path) -> bytes:
 
 
 def read_env_file(path: Path) -> dict[str, str | None]:
-    """The file's bindings, without touching os.environ. A line that does not parse, a NUL byte or bytes
-    that are not UTF-8 are config errors naming the file, the line and the key, never the value (a secret's
-    closing quote may be what is missing)."""
+    """The file's bindings, without touching os.environ; ConfigError as `read_env_file_noted`."""
+    return read_env_file_noted(path)[0]
+
+
+def read_env_file_noted(path: Path) -> tuple[dict[str, str | None], tuple[str, ...]]:
+    """The file's bindings, without touching os.environ, and a warning for each key bound again (the last
+    binding counts, as with `docker run --env-file`; the line numbers name both, never a value). A line that
+    does not parse, a NUL byte or bytes that are not UTF-8 are config errors naming the file, the line and the
+    key, never the value (a secret's closing quote may be what is missing)."""
     # Imported only when there is a file to read: start-up time is on the preflight's critical path.
     from dotenv import dotenv_values
     from dotenv.parser import parse_stream
 
     text = _read_env_bytes(path).decode("utf-8", "surrogateescape")
+    first_line: dict[str, int] = {}
+    notes: list[str] = []
     for binding in parse_stream(io.StringIO(text)):
         where = f"{path}:{binding.original.line}"
         if binding.error:
@@ -169,8 +177,11 @@ def read_env_file(path: Path) -> dict[str, str | None]:
             checks.text(binding.value or "")
         except ValueError as exc:
             raise ConfigError(f"{where}: the value of {binding.key} {exc}") from None
+        first = first_line.setdefault(binding.key, binding.original.line)
+        if first != binding.original.line:
+            notes.append(f"{where}: {binding.key} is set again (first on line {first}); the last one counts")
     # interpolate=False: values are literal, as with `docker run --env-file`; a secret may hold a `$`.
-    return dict(dotenv_values(stream=io.StringIO(text), interpolate=False))
+    return dict(dotenv_values(stream=io.StringIO(text), interpolate=False)), tuple(notes)
 
 
 # What execve() and a JSON environment file can carry as a name (POSIX allows more than shells do).
@@ -223,9 +234,11 @@ def build_settings(
     *,
     env_file: Path | None = None,
     cwd: Path,
+    notes: tuple[str, ...] = (),
 ) -> Settings:
-    """Pure: merge the layers, parse each value, and split off the app's own `.env` keys."""
-    warnings: list[str] = []
+    """Pure: merge the layers, parse each value, and split off the app's own `.env` keys. `notes`: warnings
+    found while reading the layers (a `.env` key bound twice), kept first among the settings' warnings."""
+    warnings: list[str] = list(notes)
     for origin, layer in (("the .env file", dotenv), ("the environment", environ)):
         for key in layer:
             if key.startswith(PREFIX) and key not in KNOWN_KEYS:
@@ -289,8 +302,8 @@ def load_settings(
                 "the current directory no longer exists: start heygem-launch from an existing folder"
             ) from None
     env_file = find_env_file(flags.get(ENV_FILE_KEY), environ, cwd)
-    dotenv = read_env_file(env_file) if env_file else {}
-    settings = build_settings(dotenv, environ, flags, env_file=env_file, cwd=cwd)
+    dotenv, notes = read_env_file_noted(env_file) if env_file else ({}, ())
+    settings = build_settings(dotenv, environ, flags, env_file=env_file, cwd=cwd, notes=notes)
     check_paths(settings)
     return settings
 

@@ -72,6 +72,9 @@ def _path_list(raw: str) -> tuple[str, ...]:
 
 
 LINE_MAX_MIN = 4096
+# Each followed stream (the app's output, its log) holds up to one line of this size while it is incomplete:
+# beyond 16MB a setting meant as a line length would let one endless line take the container's memory.
+LINE_MAX_MAX = 16 * 2**20
 # 30 days: longer is no timeout a person means, and every timeout must fit select() and threading.
 MAX_SECONDS = 30 * 86400.0
 
@@ -163,6 +166,8 @@ def _line_max(raw: str) -> int:
     size = _size(raw)
     if size < LINE_MAX_MIN:
         raise ValueError(f"must be at least {LINE_MAX_MIN // 1024}KB (a line is cut there, before any rule sees it)")
+    if size > LINE_MAX_MAX:
+        raise ValueError(f"must be at most {LINE_MAX_MAX // 2**20}MB (a line up to this size is held in memory)")
     return size
 
 
@@ -464,7 +469,7 @@ SPECS: tuple[Spec, ...] = (
         "line_max",
         _line_max,
         lambda: "64KB",
-        "longest line of the app's output or log kept whole; longer ones are cut and marked",
+        "longest line of the app's output or log kept whole (4KB to 16MB); longer ones are cut and marked",
     ),
     Spec(
         "HEYGEM_GPU_GRACE",

@@ -127,6 +127,8 @@ HANDED = [
     # Found by a newcomer pass: every marker and rule would be cut away, silently.
     ("HEYGEM_LINE_MAX", "0", "at least 4KB"),
     ("HEYGEM_LINE_MAX", "10", "at least 4KB"),
+    ("HEYGEM_LINE_MAX", "17MB", "at most 16MB"),
+    ("HEYGEM_LINE_MAX", "100GB", "at most 16MB"),
     ("HEYGEM_PREFLIGHT_TIMEOUT", "0", "at most 2592000 (30 days)"),
     ("HEYGEM_GPUS", "\u0662", "neither a GPU index"),
 ]
@@ -173,6 +175,27 @@ def test_json_asked_for_gets_a_json_error_document(launch, app_dir: Path) -> Non
     assert run.returncode == 78
     document = json.loads(run.stdout)
     assert document["ok"] is False and document["exit_code"] == 78 and "HEYGEM_STOP_GRACE" in document["error"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--check-only", "--json", "--bogus"),  # click's "no such option"
+        ("--json", "--check-only", "--app-dir"),  # an option without its value
+        ("status", "--json", "--nope"),  # a subcommand's
+    ],
+)
+def test_json_asked_for_gets_a_usage_error_document_too(launch, app_dir: Path, args: tuple[str, ...]) -> None:
+    """A usage error (64) with --json on the command line: the one error line on stderr and its document on
+    stdout, the same error and code, nothing else there (before: stdout empty)."""
+    import json
+
+    run = launch(*args, env=CPU, timeout=30)
+    assert run.returncode == 64, run
+    document = json.loads(run.stdout)
+    assert document == {"ok": False, "error": document["error"], "exit_code": 64}
+    assert f"heygem-launch: error: {document['error']}" in run.stderr.splitlines()
+    assert_no_traceback(run)
 
 
 # -- fuzz: every setting, through the environment and through the .env file ----------------------------

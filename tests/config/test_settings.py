@@ -75,6 +75,36 @@ def test_secrets_never_printed(launch, app_dir: Path, ort_env: Path) -> None:
     assert doc["environment"]["MODE"] == "fast"
 
 
+def test_a_key_bound_twice_in_the_env_file_is_warned_with_both_lines_never_the_value(
+    launch, app_dir: Path, ort_env: Path
+) -> None:
+    """python-dotenv (and Docker's --env-file) keep the last binding silently; an operator who added a line at
+    the bottom and another left at the top is told which counts. Never the values: one may be a secret."""
+    (app_dir / ".env").write_text("HF_TOKEN=old-secret\nMODE=fast\nexport HF_TOKEN=new-secret\nHF_TOKEN\nMODE=slow\n")
+    environ = {"HF_TOKEN": "from-host"}
+    for args in (("--check-only",), ("--check-only", "--json")):
+        run = launch(*args, "--conda-env", str(ort_env), "--require-provider", "CPUExecutionProvider", env=environ)
+        assert run.returncode == 0, run
+        assert "secret" not in run.stdout + run.stderr and "from-host" not in run.stdout + run.stderr
+    shown = [f"{app_dir / '.env'}:{n}: HF_TOKEN is set again (first on line 1); the last one counts" for n in (3, 4)]
+    shown.append(f"{app_dir / '.env'}:5: MODE is set again (first on line 2); the last one counts")
+    assert run.json["warnings"][:3] == shown
+    assert run.json["environment"]["MODE"] == "slow"  # the last binding counts, as before
+    run = launch("--check-only", "--conda-env", str(ort_env), "--require-provider", "CPUExecutionProvider")
+    assert [f"heygem-launch: warning: {line}" for line in shown] == run.stderr.splitlines()[:3], run
+
+
+def test_a_key_bound_once_is_not_warned() -> None:
+    import tempfile
+
+    from launcher.config.settings import read_env_file_noted
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder, ".env")
+        path.write_text("A=1\nB=2\n# A=3\nHEYGEM_X=1\n")
+        assert read_env_file_noted(path) == ({"A": "1", "B": "2", "HEYGEM_X": "1"}, ())
+
+
 def test_layers_lowest_first() -> None:
     cwd = Path("/")
     dotenv = {"HEYGEM_APP_COMMAND": "python a.py", "HEYGEM_PREFLIGHT_TIMEOUT": "5", "HEYGEM_RUN_DIR": "/r1"}
