@@ -9,10 +9,13 @@ clock jumps to each due deadline; at the end of the files it runs on, so a task 
 
 from __future__ import annotations
 
+import contextlib
+import heapq
 import math
 import os
 import stat
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -78,36 +81,47 @@ def _recorded(path: Path) -> BinaryIO:
     return os.fdopen(fd, "rb")
 
 
-def read_lines(path: Path, source: str, line_max: int, timed: bool = True) -> list[Line]:
-    """The file's lines with their times; a line without one takes its predecessor's. Raises OSError."""
-    lines: list[Line] = []
+def read_lines(handle: BinaryIO, source: str, line_max: int, timed: bool = True) -> Iterator[Line]:
+    """The stream's lines with their times, one at a time; a line without a time takes its predecessor's.
+    Each is cut at `line_max` bytes as the service cuts it, and no more of it is read into memory: a replay
+    holds one line per stream whatever the files' length. Raises OSError."""
     last: float | None = None
-    with _recorded(path) as handle:
-        for raw in handle:
-            text = raw[:line_max].decode("utf-8", errors="replace").rstrip("\r\n")
-            if timed:
-                record = parse_record(text)
-                at = record.at if record is not None else ort_line_time(text)
-                last = at if at is not None else last
-            lines.append(Line(last, source, text))
-    return lines
+    for raw in _cut_lines(handle, line_max):
+        text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+        if timed:
+            record = parse_record(text)
+            at = record.at if record is not None else ort_line_time(text)
+            last = at if at is not None else last
+        yield Line(last, source, text)
 
 
-def merge(log: list[Line], stderr: list[Line], stdout: list[Line]) -> list[Line]:
+def _cut_lines(handle: BinaryIO, line_max: int) -> Iterator[bytes]:
+    """The lines of `handle`, each at most `line_max` bytes: the rest of a longer one is skipped in pieces."""
+    while raw := handle.readline(line_max):
+        if len(raw) == line_max and not raw.endswith(b"\n"):
+            while (rest := handle.readline(2**16)) and not rest.endswith(b"\n"):
+                pass
+        yield raw
+
+
+def merge(log: Iterable[Line], stderr: Iterable[Line], stdout: Iterable[Line]) -> Iterator[Line]:
     """The order the running service would see them in: each stream in its own order (a wall clock that
     goes back, as at a DST change, reorders nothing), the two merged by second, the log file's line of a
-    second first; the prints last."""
-    merged: list[Line] = []
-    i = j = 0
-    while i < len(log) or j < len(stderr):
-        take_log = j >= len(stderr) or (i < len(log) and _second(log[i]) <= _second(stderr[j]))
-        if take_log:
-            merged.append(log[i])
-            i += 1
-        else:
-            merged.append(stderr[j])
-            j += 1
-    return merged + stdout
+    second first; the prints last. Lazy, as its streams."""
+    # heapq.merge compares only the streams' next lines, and on a tie takes the earlier stream's: the log's.
+    yield from heapq.merge(log, stderr, key=_second)
+    yield from stdout
+
+
+def _merged(handles: list[BinaryIO | None], line_max: int) -> Iterator[Line]:
+    """The lines of the log, its stderr and its stdout (each may be None but the log), merged lazily."""
+    log, err, out = handles
+    assert log is not None
+    return merge(
+        read_lines(log, LOG, line_max),
+        read_lines(err, OUTPUT, line_max) if err else iter(()),
+        read_lines(out, OUTPUT, line_max, timed=False) if out else iter(()),
+    )
 
 
 def _second(line: Line) -> float:
@@ -119,12 +133,8 @@ def replay(settings: Settings, dh_log: Path, stderr: Path | None = None, stdout:
     a container's whole output (`docker logs`: HeyGem.ai's image, dialect B, writes no file of its own)."""
     guard = settings.require_provider != "CPUExecutionProvider"
     watchdog = Watchdog(settings, fallback_guard=guard, history=None)
-    streams = [read_lines(dh_log, LOG, settings.line_max)]
-    streams.append(read_lines(stderr, OUTPUT, settings.line_max) if stderr else [])
-    streams.append(read_lines(stdout, OUTPUT, settings.line_max, timed=False) if stdout else [])
-    lines = merge(*streams)
     incidents: list[Incident] = []
-    clock = next((line.at for line in lines if line.at is not None), 0.0)
+    count = 0
 
     def run_until(until: float) -> None:
         nonlocal clock
@@ -132,16 +142,25 @@ def replay(settings: Settings, dh_log: Path, stderr: Path | None = None, stdout:
             clock = max(clock, due)
             incidents.extend(watchdog.check(clock))
 
-    for line in lines:
-        if line.at is not None and line.at > clock:
-            run_until(line.at)
-            clock = line.at
-        incidents.extend(watchdog.feed(line.text, clock, line.source))
+    with contextlib.ExitStack() as files:  # all opened (and refused) before any line is read
+        handles = [None if p is None else files.enter_context(_recorded(p)) for p in (dh_log, stderr, stdout)]
+        # The clock starts at the first time any line carries (lines before it are fed at that time): found
+        # by a first pass that stops there, so that no line is kept for a second.
+        clock = next((line.at for line in _merged(handles, settings.line_max) if line.at is not None), 0.0)
+        for handle in handles:
+            if handle is not None:
+                handle.seek(0)
+        for line in _merged(handles, settings.line_max):
+            count += 1
+            if line.at is not None and line.at > clock:
+                run_until(line.at)
+                clock = line.at
+            incidents.extend(watchdog.feed(line.text, clock, line.source))
     run_until(math.inf)  # the clock runs on after the last line
     watchdog.finish()
     return ReplayResult(
         files=[str(p) for p in (dh_log, stderr, stdout) if p is not None],
-        lines=len(lines),
+        lines=count,
         ready=watchdog.ready,
         ready_at=watchdog.ready_at,
         missing_markers=watchdog.missing_markers,

@@ -65,3 +65,46 @@ def test_a_missing_or_unreadable_file_is_one_line(launch, tmp_path: Path) -> Non
     run = launch("replay", str(folder))
     assert run.returncode == 64 and "dir.log" in run.stderr
     assert_no_traceback(run)
+
+
+def _replay_peak(folder: Path, lines: int, tail: bytes = b"") -> tuple[int, int]:
+    """(lines replayed, peak bytes Python allocated during the replay) over a dh.log of `lines` HeyGem records,
+    one per 10 ms, and `tail` after them; in this process, as `heygem-launch replay` runs it."""
+    import tracemalloc
+
+    from launcher.config.settings import build_settings
+    from launcher.watch.replay import replay
+
+    log = folder / "dh.log"
+    with log.open("wb") as handle:
+        for n in range(lines):
+            second, ms = divmod(n * 10, 1000)
+            stamp = f"2025-11-09 {17 + second // 3600:02d}:{second // 60 % 60:02d}:{second % 60:02d},{ms:03d}"
+            handle.write(f"[{stamp}] [app.py[line:159]] [INFO] [heartbeat {n}: nothing to see]\n".encode())
+        handle.write(tail)
+    settings = build_settings({}, {}, {}, cwd=folder)
+    tracemalloc.start()
+    try:
+        result = replay(settings, log)
+        return result.lines, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_replay_holds_a_line_per_stream_not_the_log(tmp_path: Path) -> None:
+    """An operator replays weeks of dh.log: memory stays flat in the log's length (before, every line was kept,
+    ~1 GB of Python objects per ~300 MB of log). Ten times the lines, about the same peak."""
+    small, big = tmp_path / "small", tmp_path / "big"
+    small.mkdir(), big.mkdir()
+    lines_small, peak_small = _replay_peak(small, 5_000)
+    lines_big, peak_big = _replay_peak(big, 50_000)
+    assert (lines_small, lines_big) == (5_000, 50_000)
+    assert peak_big < 2 * peak_small + 2**20, (peak_small, peak_big)
+
+
+def test_replay_reads_no_more_of_an_endless_line_than_it_keeps(tmp_path: Path) -> None:
+    """A 64 MB line without a newline (a binary dump written into the log) is cut at HEYGEM_LINE_MAX (64KB) and
+    the rest skipped in pieces: it is never read whole into memory."""
+    lines, peak = _replay_peak(tmp_path, 10, tail=b"x" * (64 * 2**20))
+    assert lines == 11
+    assert peak < 8 * 2**20, peak
