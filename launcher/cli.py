@@ -82,11 +82,16 @@ def cli(ctx: click.Context, check_only: bool, as_json: bool, **params: Any) -> N
 
 def _warn_unapplied(flags: dict[str, str | None]) -> None:
     """For commands that only ask the running service (status, probe): they answer from the run dir whatever
-    the .env file holds, but an edit that a `restart` would refuse is worth a warning."""
+    the .env file and this shell's environment hold, but a value that a `restart` would refuse is worth a
+    warning. The error names where the value came from (the file and line, the environment, a flag)."""
     try:
         load_settings(flags)
     except ConfigError as exc:
-        click.echo(f"heygem-launch: warning: {exc}; answering from the service's state, not the .env file", err=True)
+        click.echo(
+            f"heygem-launch: warning: {exc}; a restart would refuse it; answering from the running service's "
+            "own settings",
+            err=True,
+        )
 
 
 def subcommand(

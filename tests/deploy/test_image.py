@@ -138,14 +138,24 @@ def test_healthcheck_and_status_answer_while_the_env_file_holds_an_unapplied_bad
         "HEYGEM_APP_DIR": str(tmp_path),
     }
 
+    def launch_with(extra: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*LAUNCH, *args], env={**env, **extra}, capture_output=True, text=True, check=False)
+
     def launch(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*LAUNCH, *args], env=env, capture_output=True, text=True, check=False)
+        return launch_with({}, *args)
 
     probe, status, restart = launch("probe", "ready"), launch("status"), launch("restart")
     # Nothing runs in this run dir: the probe fails (1) and status says so (69), each warning about the file.
     assert probe.returncode == 1 and status.returncode == 69, probe.stderr + status.stderr
     assert all("HEYGEM_STOP_GRACE='soon'" in r.stderr and "Traceback" not in r.stderr for r in (probe, status))
     assert restart.returncode == 78 and "HEYGEM_STOP_GRACE" in restart.stderr
+    warning = "a restart would refuse it; answering from the running service's own settings"
+    assert "HEYGEM_STOP_GRACE='soon' (from .env): " in status.stderr and warning in status.stderr
+    # The same value from this shell's environment is named as the environment's, never as the file's.
+    env_file.write_text("")
+    status = launch_with({"HEYGEM_STOP_GRACE": "soon"}, "status")
+    assert "HEYGEM_STOP_GRACE='soon' (from environment): " in status.stderr and warning in status.stderr
+    assert ".env" not in status.stderr, status.stderr
 
 
 def fully_qualified(image: str) -> bool:
