@@ -23,6 +23,17 @@ from launcher.errors import ConfigError
 from launcher.system.special import unreadable
 
 KNOWN_KEYS = frozenset({s.key for s in SPECS} | {ENV_FILE_KEY})
+# Names of this project's that are not settings: in the environment they are no typo (a shell that also runs
+# docker compose holds them); in the .env file they have no effect there, which the warning says.
+NOT_SETTINGS = {
+    "HEYGEM_DEBUG": "it is read from the environment only (an internal error's traceback)",
+    "HEYGEM_IMAGE": "it is docker/compose*.yml's variable (the image), not a setting",
+    "HEYGEM_PORT": "it is docker/compose*.yml's variable (the published port); the app's port is HEYGEM_APP_PORT",
+    "HEYGEM_CONFIG_DIR": "it is docker/compose*.yml's variable (the config folder), not a setting",
+    "HEYGEM_DATA_DIR": "it is docker/compose.gen-video.yml's variable (the data folder), not a setting",
+    "HEYGEM_BUILD_ENGINE": "it is scripts/build-image.sh's variable, not a setting",
+    "HEYGEM_TEST_CACHE": "it is the tests' variable, not a setting",
+}
 
 
 @dataclass(frozen=True)
@@ -221,10 +232,33 @@ def _shown(key: str, raw: str) -> str:
 
 
 def closest_key(key: str) -> str | None:
+    """The known setting `key` is most likely a typo of, or None. Judged on what follows HEYGEM_: the prefix
+    every key shares made any short name "close" to some setting (HEYGEM_X -> HEYGEM_GPUS)."""
     import difflib  # only on the rare unknown key
 
-    matches = difflib.get_close_matches(key, sorted(KNOWN_KEYS), n=1, cutoff=0.6)
-    return matches[0] if matches else None
+    names = {known.removeprefix(PREFIX): known for known in KNOWN_KEYS}
+    typed = key.removeprefix(PREFIX)
+    close = difflib.get_close_matches(typed, sorted(names), n=1, cutoff=0.8)  # a letter or two off: HEYGEM_GPU
+    started = [name for name in names if name.startswith(typed)] if len(typed) >= 3 else []
+    if not close and started:  # a name cut short (HEYGEM_STALL): the one it begins; none if several (HEYGEM_APP)
+        return names[started[0]] if len(started) == 1 else None
+    matches = close or difflib.get_close_matches(typed, sorted(names), n=1, cutoff=0.6)
+    return names[matches[0]] if matches else None
+
+
+def unknown_key_warnings(dotenv: Mapping[str, str | None], environ: Mapping[str, str]) -> list[str]:
+    """Pure: a warning for each HEYGEM_ key that is no setting, with the setting it most likely means."""
+    warnings = []
+    for origin, layer in (("the .env file", dotenv), ("the environment", environ)):
+        for key in layer:
+            if not key.startswith(PREFIX) or key in KNOWN_KEYS or (key in NOT_SETTINGS and layer is environ):
+                continue
+            if key in NOT_SETTINGS:
+                warnings.append(f"{key} in {origin} has no effect: {NOT_SETTINGS[key]}")
+                continue
+            hint = closest_key(key)
+            warnings.append(f"unknown setting {key} in {origin}" + (f"; did you mean {hint}?" if hint else ""))
+    return warnings
 
 
 def build_settings(
@@ -238,12 +272,7 @@ def build_settings(
 ) -> Settings:
     """Pure: merge the layers, parse each value, and split off the app's own `.env` keys. `notes`: warnings
     found while reading the layers (a `.env` key bound twice), kept first among the settings' warnings."""
-    warnings: list[str] = list(notes)
-    for origin, layer in (("the .env file", dotenv), ("the environment", environ)):
-        for key in layer:
-            if key.startswith(PREFIX) and key not in KNOWN_KEYS:
-                hint = closest_key(key)
-                warnings.append(f"unknown setting {key} in {origin}" + (f"; did you mean {hint}?" if hint else ""))
+    warnings = [*notes, *unknown_key_warnings(dotenv, environ)]
 
     values: dict[str, object] = {}
     sources: dict[str, str] = {}

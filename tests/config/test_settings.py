@@ -134,7 +134,35 @@ def test_app_keys_from_env_file_go_to_the_app_and_bare_keys_pass_through() -> No
         ("HEYGEM_CONDAENV", "HEYGEM_CONDA_ENV"),
         ("HEYGEM_REQUIRED_PROVIDER", "HEYGEM_REQUIRE_PROVIDER"),
         ("HEYGEM_PREFLIGHT_TIMEOUTS", "HEYGEM_PREFLIGHT_TIMEOUT"),
+        ("HEYGEM_GPU", "HEYGEM_GPUS"),
+        ("HEYGEM_STALL", "HEYGEM_STALL_SECONDS"),  # cut short: the one setting it begins
+        ("HEYGEM_METRIC_PORT", "HEYGEM_METRICS_PORT"),
+        ("HEYGEM_APP_COMAND", "HEYGEM_APP_COMMAND"),
+        # Found by a newcomer: the shared prefix made any short name "close" to HEYGEM_GPUS.
+        ("HEYGEM_X", None),
+        ("HEYGEM_CUDA", None),
+        ("HEYGEM_APP", None),  # begins four settings: no guess
+        ("HEYGEM_CONDA", None),
     ],
 )
-def test_closest_key(typo: str, known: str) -> None:
+def test_closest_key(typo: str, known: str | None) -> None:
     assert closest_key(typo) == known
+
+
+def test_this_projects_other_variables_are_no_typo_in_the_environment_and_said_useless_in_the_env_file() -> None:
+    """HEYGEM_DEBUG (the launcher's own switch) and docker compose's HEYGEM_PORT/HEYGEM_IMAGE/... in the shell
+    are no unknown settings (before: "unknown setting HEYGEM_DEBUG; did you mean HEYGEM_GPUS?"); in the .env
+    file they do nothing, and the warning says what they are."""
+    from launcher.config.settings import NOT_SETTINGS, unknown_key_warnings
+
+    environ = {key: "1" for key in NOT_SETTINGS}
+    assert unknown_key_warnings({}, environ) == []
+    assert unknown_key_warnings({"HEYGEM_PORT": "8080", "HEYGEM_DEBUG": "1"}, {}) == [
+        "HEYGEM_PORT in the .env file has no effect: it is docker/compose*.yml's variable (the published port); "
+        "the app's port is HEYGEM_APP_PORT",
+        "HEYGEM_DEBUG in the .env file has no effect: it is read from the environment only (an internal error's "
+        "traceback)",
+    ]
+    assert unknown_key_warnings({}, {"HEYGEM_STALL": "3", "OTHER": "x"}) == [
+        "unknown setting HEYGEM_STALL in the environment; did you mean HEYGEM_STALL_SECONDS?"
+    ]
