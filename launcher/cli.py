@@ -101,11 +101,13 @@ def subcommand(
     client: bool = False,
     warn_unapplied: bool = False,
     probe: bool = False,
+    app_on_disk: bool = True,
 ) -> Callable[[Callable[..., int]], click.Command]:
     """A `cli` command whose function gets the loaded settings (the setting flags given to it or to the
     group), `as_json` when it has `--json`, and its own arguments; what it returns is the exit code.
     A `client` command talks to the running service: it gets the service's run dir and the flags instead,
-    and never reads the .env file's other settings (a file being edited must not fail it)."""
+    and never reads the .env file's other settings (a file being edited must not fail it). `app_on_disk`: the
+    app's folder and log must exist as set (False for `replay`, run off the app's machine with its settings)."""
 
     def decorate(func: Callable[..., int]) -> click.Command:
         @functools.wraps(func)
@@ -126,7 +128,7 @@ def subcommand(
                 if warn_unapplied:
                     _warn_unapplied(flags)
                 sys.exit(_guarded(lambda: func(run, flags, **params)))
-            sys.exit(_guarded(lambda: func(load_settings(flags), **params)))
+            sys.exit(_guarded(lambda: func(load_settings(flags, check_disk=app_on_disk), **params)))
 
         for decorator in (*reversed(extra), setting_options):
             command = decorator(command)
@@ -228,6 +230,7 @@ def probe_command(run: RunDir, _flags: dict[str, str | None], kind: str) -> int:
         type=click.Path(exists=True, dir_okay=False, path_type=Path),
         help="the app's print() output (no times: read after the rest)",
     ),
+    app_on_disk=False,
 )
 def replay(settings: Settings, as_json: bool, dh_log: Path, stderr: Path | None, stdout: Path | None) -> int:
     """The watchdog's rules over a recorded HeyGem log, on the lines' own timestamps: readiness, each task

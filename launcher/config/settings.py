@@ -319,9 +319,15 @@ def build_settings(
 
 
 def load_settings(
-    flags: Mapping[str, str | None], environ: Mapping[str, str] | None = None, cwd: Path | None = None
+    flags: Mapping[str, str | None],
+    environ: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    *,
+    check_disk: bool = True,
 ) -> Settings:
-    """Read the `.env` file the layers point at, then build and check the settings."""
+    """Read the `.env` file the layers point at, then build and check the settings; ConfigError (78) naming
+    the key (and file and line) when one is bad. `check_disk`: also the app's folder and log on this machine
+    (`check_paths`); not for `replay`, which reads a recorded log with the settings of the app's machine."""
     environ = os.environ if environ is None else environ
     if cwd is None:
         try:
@@ -333,7 +339,8 @@ def load_settings(
     env_file = find_env_file(flags.get(ENV_FILE_KEY), environ, cwd)
     dotenv, notes = read_env_file_noted(env_file) if env_file else ({}, ())
     settings = build_settings(dotenv, environ, flags, env_file=env_file, cwd=cwd, notes=notes)
-    check_paths(settings)
+    if check_disk:
+        check_paths(settings)
     return settings
 
 

@@ -67,6 +67,23 @@ def test_a_missing_or_unreadable_file_is_one_line(launch, tmp_path: Path) -> Non
     assert_no_traceback(run)
 
 
+def test_replay_runs_off_the_apps_machine_with_its_settings(launch, tmp_path: Path) -> None:
+    """An operator replays a log on a laptop with the container's heygem.env: the app's folder (/code) is not
+    there, and replay does not need it (before: exit 78, "HEYGEM_APP_DIR='/code': not a directory"). A bad value
+    is still refused, as anywhere."""
+    folder = SCENARIOS / "03-queue-full"
+    env_file = tmp_path / "heygem.env"
+    env_file.write_text(f"HEYGEM_APP_DIR={tmp_path}/code\nHEYGEM_APP_LOG={tmp_path}/code/log/dh.log\n")
+    args = ("replay", str(folder / "dh.log"), "--stderr", str(folder / "stderr.log"), "--json")
+    here, there = launch(*args), launch(*args, "--env-file", str(env_file))
+    assert here.returncode == there.returncode == 0, there
+    assert {**there.json, "files": None} == {**here.json, "files": None}
+    env_file.write_text(f"HEYGEM_APP_DIR={tmp_path}/code\nHEYGEM_STALL_SECONDS=soon\n")
+    bad = launch(*args, "--env-file", str(env_file))
+    assert bad.returncode == 78 and "HEYGEM_STALL_SECONDS='soon'" in bad.stderr, bad
+    assert_no_traceback(bad)
+
+
 def _replay_peak(folder: Path, lines: int, tail: bytes = b"") -> tuple[int, int]:
     """(lines replayed, peak bytes Python allocated during the replay) over a dh.log of `lines` HeyGem records,
     one per 10 ms, and `tail` after them; in this process, as `heygem-launch replay` runs it."""
