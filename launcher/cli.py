@@ -246,11 +246,32 @@ def replay(settings: Settings, as_json: bool, dh_log: Path, stderr: Path | None,
     return exitcodes.OK
 
 
+def asked_for_json(args: list[str]) -> bool:
+    """Whether the command line asks for `--json` (given as an option, `--json=x` too), read as click reads it
+    where click could not finish: not as another option's value (`--app-dir --json`), nor after `--`."""
+    takes_value = {
+        name
+        for command in (cli, *cli.commands.values())
+        for param in command.params
+        if isinstance(param, click.Option) and not param.is_flag and not param.count
+        for name in param.opts
+    }
+    rest = iter(args)
+    for arg in rest:
+        if arg == "--":
+            return False
+        if arg == "--json" or arg.startswith("--json="):
+            return True
+        if arg in takes_value:
+            next(rest, None)
+    return False
+
+
 def fail(error: str, code: int, argv: list[str] | None) -> NoReturn:
-    """One error line on stderr and exit `code`; with `--json` anywhere on the command line, also the error's
-    document on stdout, a usage error's too: --json promises one document there (a script reads stdout)."""
+    """One error line on stderr and exit `code`; when `--json` was asked for, also the error's document on
+    stdout, a usage error's too: --json promises one document there (a script reads stdout)."""
     click.echo(f"heygem-launch: error: {error}", err=True)
-    if "--json" in (sys.argv[1:] if argv is None else argv):
+    if asked_for_json(sys.argv[1:] if argv is None else argv):
         from launcher.preflight.report import to_json
 
         click.echo(to_json({"ok": False, "error": error, "exit_code": code}))

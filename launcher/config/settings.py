@@ -169,7 +169,8 @@ def read_env_file_noted(path: Path) -> tuple[dict[str, str | None], tuple[str, .
     first_line: dict[str, int] = {}
     notes: list[str] = []
     for binding in parse_stream(io.StringIO(text)):
-        where = f"{path}:{binding.original.line}"
+        line = _line_of(binding.original.line, binding.original.string)
+        where = f"{path}:{line}"
         if binding.error:
             key = _LINE_KEY.match(binding.original.string)
             named = f" (key {_printable_key(key.group(1))})" if key else ""
@@ -188,15 +189,27 @@ def read_env_file_noted(path: Path) -> tuple[dict[str, str | None], tuple[str, .
             checks.text(binding.value or "")
         except ValueError as exc:
             raise ConfigError(f"{where}: the value of {binding.key} {exc}") from None
-        first = first_line.setdefault(binding.key, binding.original.line)
-        if first != binding.original.line:
-            notes.append(f"{where}: {binding.key} is set again (first on line {first}); the last one counts")
+        first = first_line.setdefault(binding.key, line)
+        if first != line:
+            # A bare line's "key" may be a pasted token: only a variable name is shown.
+            named = binding.key if _IDENTIFIER.fullmatch(binding.key) else "the same entry"
+            notes.append(f"{where}: {named} is set again (first on line {first}); the last one counts")
     # interpolate=False: values are literal, as with `docker run --env-file`; a secret may hold a `$`.
     return dict(dotenv_values(stream=io.StringIO(text), interpolate=False)), tuple(notes)
 
 
 # What execve() and a JSON environment file can carry as a name (POSIX allows more than shells do).
 _ENV_KEY = re.compile(r"[^=\s]+")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# python-dotenv's line breaks (its parser's `_newline`), a lone CR included.
+_NEWLINE = re.compile(r"\r\n|\n|\r")
+
+
+def _line_of(line: int, original: str) -> int:
+    """The line a python-dotenv binding is on: its `Original.line` is where the blank lines before it begin
+    (python-dotenv 1.x sets the mark before skipping them), so those are counted on."""
+    blank = original[: len(original) - len(original.lstrip())]
+    return line + len(_NEWLINE.findall(blank))
 
 
 def _printable_key(key: str) -> str:

@@ -81,12 +81,13 @@ def _recorded(path: Path) -> BinaryIO:
     return os.fdopen(fd, "rb")
 
 
-def read_lines(handle: BinaryIO, source: str, line_max: int, timed: bool = True) -> Iterator[Line]:
-    """The stream's lines with their times, one at a time; a line without a time takes its predecessor's.
-    Each is cut at `line_max` bytes as the service cuts it, and no more of it is read into memory: a replay
-    holds one line per stream whatever the files' length. Raises OSError."""
+def read_lines(handle: BinaryIO, end: int, source: str, line_max: int, timed: bool = True) -> Iterator[Line]:
+    """The stream's lines up to byte `end` (its size when opened: a log still being written is replayed as it
+    was), with their times, one at a time; a line without a time takes its predecessor's. Each is cut at
+    `line_max` bytes as the service cuts it, and no more of it is read into memory: a replay holds a line per
+    stream whatever the files' length. Raises OSError."""
     last: float | None = None
-    for raw in _cut_lines(handle, line_max):
+    for raw in _cut_lines(handle, end, line_max):
         text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
         if timed:
             record = parse_record(text)
@@ -95,12 +96,17 @@ def read_lines(handle: BinaryIO, source: str, line_max: int, timed: bool = True)
         yield Line(last, source, text)
 
 
-def _cut_lines(handle: BinaryIO, line_max: int) -> Iterator[bytes]:
-    """The lines of `handle`, each at most `line_max` bytes: the rest of a longer one is skipped in pieces."""
-    while raw := handle.readline(line_max):
+def _cut_lines(handle: BinaryIO, end: int, line_max: int) -> Iterator[bytes]:
+    """The lines of `handle` before byte `end`, each at most `line_max` bytes: the rest of a longer one is
+    skipped in pieces."""
+    left = end
+    while left > 0 and (raw := handle.readline(min(line_max, left))):
+        left -= len(raw)
         if len(raw) == line_max and not raw.endswith(b"\n"):
-            while (rest := handle.readline(2**16)) and not rest.endswith(b"\n"):
-                pass
+            while left > 0 and (rest := handle.readline(min(2**16, left))):
+                left -= len(rest)
+                if rest.endswith(b"\n"):
+                    break
         yield raw
 
 
@@ -113,14 +119,17 @@ def merge(log: Iterable[Line], stderr: Iterable[Line], stdout: Iterable[Line]) -
     yield from stdout
 
 
-def _merged(handles: list[BinaryIO | None], line_max: int) -> Iterator[Line]:
-    """The lines of the log, its stderr and its stdout (each may be None but the log), merged lazily."""
-    log, err, out = handles
+def _merged(files: list[tuple[BinaryIO, int] | None], line_max: int) -> Iterator[Line]:
+    """The lines of the log, its stderr and its stdout (each a handle and the size to read, or None but the
+    log), from their starts, merged lazily."""
+    log, err, out = files
     assert log is not None
+    for handle, _end in filter(None, files):
+        handle.seek(0)
     return merge(
-        read_lines(log, LOG, line_max),
-        read_lines(err, OUTPUT, line_max) if err else iter(()),
-        read_lines(out, OUTPUT, line_max, timed=False) if out else iter(()),
+        read_lines(*log, LOG, line_max),
+        read_lines(*err, OUTPUT, line_max) if err else iter(()),
+        read_lines(*out, OUTPUT, line_max, timed=False) if out else iter(()),
     )
 
 
@@ -144,13 +153,11 @@ def replay(settings: Settings, dh_log: Path, stderr: Path | None = None, stdout:
 
     with contextlib.ExitStack() as files:  # all opened (and refused) before any line is read
         handles = [None if p is None else files.enter_context(_recorded(p)) for p in (dh_log, stderr, stdout)]
+        sized = [None if h is None else (h, os.fstat(h.fileno()).st_size) for h in handles]
         # The clock starts at the first time any line carries (lines before it are fed at that time): found
         # by a first pass that stops there, so that no line is kept for a second.
-        clock = next((line.at for line in _merged(handles, settings.line_max) if line.at is not None), 0.0)
-        for handle in handles:
-            if handle is not None:
-                handle.seek(0)
-        for line in _merged(handles, settings.line_max):
+        clock = next((line.at for line in _merged(sized, settings.line_max) if line.at is not None), 0.0)
+        for line in _merged(sized, settings.line_max):
             count += 1
             if line.at is not None and line.at > clock:
                 run_until(line.at)

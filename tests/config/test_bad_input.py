@@ -183,6 +183,8 @@ def test_json_asked_for_gets_a_json_error_document(launch, app_dir: Path) -> Non
         ("--check-only", "--json", "--bogus"),  # click's "no such option"
         ("--json", "--check-only", "--app-dir"),  # an option without its value
         ("status", "--json", "--nope"),  # a subcommand's
+        ("--check-only", "--json=x"),  # asked for, if wrongly
+        ("status", "--json=x"),
     ],
 )
 def test_json_asked_for_gets_a_usage_error_document_too(launch, app_dir: Path, args: tuple[str, ...]) -> None:
@@ -195,6 +197,21 @@ def test_json_asked_for_gets_a_usage_error_document_too(launch, app_dir: Path, a
     document = json.loads(run.stdout)
     assert document == {"ok": False, "error": document["error"], "exit_code": 64}
     assert f"heygem-launch: error: {document['error']}" in run.stderr.splitlines()
+    assert_no_traceback(run)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--app-dir", "--json", "--bogus"),  # --json is --app-dir's value here (found by a helper)
+        ("replay", "--stderr", "--json", "x"),
+        ("replay", "--", "--json"),  # a file named --json
+        ("--bogus",),
+    ],
+)
+def test_no_document_where_json_was_not_asked_for(launch, app_dir: Path, args: tuple[str, ...]) -> None:
+    run = launch(*args, env=CPU, timeout=30)
+    assert run.returncode == 64 and run.stdout == "", run
     assert_no_traceback(run)
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from launcher.config.settings import build_settings, closest_key
+from launcher.config.settings import build_settings, closest_key, read_env_file
+from launcher.errors import ConfigError
 from tests.conftest import assert_no_traceback
 
 BAD = [
@@ -103,6 +104,40 @@ def test_a_key_bound_once_is_not_warned() -> None:
         path = Path(folder, ".env")
         path.write_text("A=1\nB=2\n# A=3\nHEYGEM_X=1\n")
         assert read_env_file_noted(path) == ({"A": "1", "B": "2", "HEYGEM_X": "1"}, ())
+
+
+@pytest.mark.parametrize(
+    ("text", "notes"),
+    [
+        # python-dotenv's own line number is where the blank lines before a binding begin: found by a helper.
+        ("\n\nA=1\n\nA=2\n", ["5: A is set again (first on line 3)"]),
+        (
+            "A=1\n\n\n\nA=2\n# c\n\n   \nexport A=3\n",
+            ["5: A is set again (first on line 1)", "9: A is set again (first on line 1)"],
+        ),
+        ("A=1\r\n\r\nA=2\r\n", ["3: A is set again (first on line 1)"]),
+        # A bare line's "key" may be a token pasted on its own line: it is not shown.
+        (
+            "OPENAI_API_KEY=\nsk-proj-AbCdEf0123456789\nB=1\nsk-proj-AbCdEf0123456789\n",
+            ["4: the same entry is set again (first on line 2)"],
+        ),
+        # Nor is a key with control characters (a terminal would run them).
+        ("X\x1b]0;pwned\x07=1\nX\x1b]0;pwned\x07=2\n", ["2: the same entry is set again (first on line 1)"]),
+    ],
+)
+def test_env_file_warnings_name_the_lines_an_editor_shows(tmp_path: Path, text: str, notes: list[str]) -> None:
+    from launcher.config.settings import read_env_file_noted
+
+    path = tmp_path / ".env"
+    path.write_bytes(text.encode())
+    assert list(read_env_file_noted(path)[1]) == [f"{path}:{note}; the last one counts" for note in notes]
+
+
+def test_an_unparsable_line_after_blank_lines_is_named_by_its_own_number(tmp_path: Path) -> None:
+    path = tmp_path / ".env"
+    path.write_text('A=1\n\n\nB="open\n')
+    with pytest.raises(ConfigError, match=rf"^{path}:4: cannot parse the line \(key 'B'\)"):
+        read_env_file(path)
 
 
 def test_layers_lowest_first() -> None:

@@ -125,3 +125,20 @@ def test_replay_reads_no_more_of_an_endless_line_than_it_keeps(tmp_path: Path) -
     lines, peak = _replay_peak(tmp_path, 10, tail=b"x" * (64 * 2**20))
     assert lines == 11
     assert peak < 8 * 2**20, peak
+
+
+def test_a_log_still_being_written_is_replayed_as_it_was_when_opened(tmp_path: Path) -> None:
+    """Streaming must not chase a growing file (found by a helper: a writer at 8 MB/s kept a replay reading for
+    as long as it wrote). What was appended after the open is not read."""
+    from launcher.watch.replay import LOG, _recorded, read_lines
+
+    log = tmp_path / "dh.log"
+    log.write_bytes(
+        b"".join(b"[2025-11-09 17:20:%02d,000] [app.py[line:1]] [INFO] [line %d]\n" % (n, n) for n in range(10))
+    )
+    with _recorded(log) as handle:
+        size = log.stat().st_size
+        with log.open("ab") as writer:
+            writer.write(b"[2025-11-09 17:21:00,000] [app.py[line:1]] [INFO] [written later]\n" * 1000)
+        lines = list(read_lines(handle, size, LOG, 2**16))
+    assert [line.text.rsplit("[", 1)[1] for line in lines] == [f"line {n}]" for n in range(10)]
