@@ -22,15 +22,21 @@ class Follower:
         """`from_end`: what the file holds now belongs to an earlier run; only what is written after this
         call is read. The file is opened here, so nothing written between now and the first read is lost."""
         self.path = path
-        self.line_max = line_max
         self.more = False
         self._fd: int | None = None
         self._inode: tuple[int, int] | None = None
         self._offset = 0
         self._tail = b""
-        self._partial = b""
-        self._skipping = False  # inside a line already cut: drop bytes up to its newline
+        self._lines = LineCutter(line_max)
         self._open(from_end)
+
+    @property
+    def line_max(self) -> int:
+        return self._lines.line_max
+
+    @line_max.setter
+    def line_max(self, value: int) -> None:  # a restart's new HEYGEM_LINE_MAX applies to the next line
+        self._lines.line_max = value
 
     def close(self) -> None:
         if self._fd is not None:
@@ -86,7 +92,8 @@ class Follower:
         except OSError:
             current = None
         if self._rewritten(os.fstat(self._fd).st_size):
-            self._offset, self._tail, self._partial, self._skipping = 0, b"", b"", False
+            self._offset, self._tail = 0, b""
+            self._lines.reset()
         data = self._read(budget)
         if len(data) == budget:
             self.more = True
@@ -96,9 +103,29 @@ class Follower:
             if current is not None and self._open():
                 data += self._read(budget - len(data))
                 self.more = len(data) >= budget
-        return self._split(data)
+        return self._lines.feed(data)
 
-    def _split(self, data: bytes) -> list[bytes]:
+    def flush(self) -> list[bytes]:
+        """The unfinished last line, if any (at the end of a run)."""
+        return self._lines.flush()
+
+
+class LineCutter:
+    """Bytes in, complete lines out (without b"\\n"), in bounded memory: a line longer than `line_max` bytes
+    is cut there and marked (CUT_MARK), and the rest of it dropped up to its newline. What the watchdog's rules
+    see of a line, from a followed file and in a replay alike."""
+
+    def __init__(self, line_max: int) -> None:
+        self.line_max = line_max
+        self._partial = b""
+        self._skipping = False  # inside a line already cut: drop bytes up to its newline
+
+    def reset(self) -> None:
+        """Forget a line begun (the file was truncated or rewritten under it)."""
+        self._partial, self._skipping = b"", False
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The lines `data` completes, the ones cut included."""
         if not data:
             return []
         lines: list[bytes] = []
@@ -117,6 +144,6 @@ class Follower:
         return lines
 
     def flush(self) -> list[bytes]:
-        """The unfinished last line, if any (at the end of a run)."""
+        """The unfinished last line, if any."""
         rest, self._partial = self._partial, b""
         return [rest] if rest else []

@@ -23,6 +23,7 @@ from typing import Any, BinaryIO
 from launcher import exitcodes
 from launcher.config.settings import Settings
 from launcher.errors import LaunchError
+from launcher.system.follow import BUDGET, LineCutter
 from launcher.system.special import unreadable
 from launcher.watch.heygem_log import ort_line_time, parse_record
 from launcher.watch.watchdog import Incident, Watchdog
@@ -83,12 +84,12 @@ def _recorded(path: Path) -> BinaryIO:
 
 def read_lines(handle: BinaryIO, end: int, source: str, line_max: int, timed: bool = True) -> Iterator[Line]:
     """The stream's lines up to byte `end` (its size when opened: a log still being written is replayed as it
-    was), with their times, one at a time; a line without a time takes its predecessor's. Each is cut at
-    `line_max` bytes as the service cuts it, and no more of it is read into memory: a replay holds a line per
-    stream whatever the files' length. Raises OSError."""
+    was), with their times, one at a time; a line without a time takes its predecessor's. Cut as the running
+    service cuts them (`LineCutter`: at `line_max` bytes, marked, the rest dropped), read in pieces of
+    `follow.BUDGET`: a replay holds a piece per stream whatever the files' length. Raises OSError."""
     last: float | None = None
     for raw in _cut_lines(handle, end, line_max):
-        text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+        text = raw.decode("utf-8", errors="replace").rstrip("\r")
         if timed:
             record = parse_record(text)
             at = record.at if record is not None else ort_line_time(text)
@@ -97,17 +98,11 @@ def read_lines(handle: BinaryIO, end: int, source: str, line_max: int, timed: bo
 
 
 def _cut_lines(handle: BinaryIO, end: int, line_max: int) -> Iterator[bytes]:
-    """The lines of `handle` before byte `end`, each at most `line_max` bytes: the rest of a longer one is
-    skipped in pieces."""
-    left = end
-    while left > 0 and (raw := handle.readline(min(line_max, left))):
-        left -= len(raw)
-        if len(raw) == line_max and not raw.endswith(b"\n"):
-            while left > 0 and (rest := handle.readline(min(2**16, left))):
-                left -= len(rest)
-                if rest.endswith(b"\n"):
-                    break
-        yield raw
+    lines, left = LineCutter(line_max), end
+    while left > 0 and (data := handle.read(min(BUDGET, left))):
+        left -= len(data)
+        yield from lines.feed(data)
+    yield from lines.flush()  # a last line without a newline, or one a truncation ended
 
 
 def merge(log: Iterable[Line], stderr: Iterable[Line], stdout: Iterable[Line]) -> Iterator[Line]:

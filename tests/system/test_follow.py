@@ -99,7 +99,7 @@ def test_long_lines_are_cut_and_marked_in_bounded_memory(tmp_path: Path) -> None
         handle.write(b"x" * 5000)  # no newline yet
     first = follower.read()
     assert first == [b"x" * 1000 + CUT_MARK]
-    assert len(follower._partial) == 0
+    assert len(follower._lines._partial) == 0  # the line begun is not held
     with path.open("ab") as handle:
         handle.write(b"y" * 5000 + b"\nshort\n")
     assert follower.read() == [b"short"]

@@ -112,7 +112,8 @@ def test_replay_holds_a_line_per_stream_not_the_log(tmp_path: Path) -> None:
     """An operator replays weeks of dh.log: memory stays flat in the log's length (before, every line was kept,
     ~1 GB of Python objects per ~300 MB of log). Ten times the lines, about the same peak."""
     small, big = tmp_path / "small", tmp_path / "big"
-    small.mkdir(), big.mkdir()
+    small.mkdir()
+    big.mkdir()
     lines_small, peak_small = _replay_peak(small, 5_000)
     lines_big, peak_big = _replay_peak(big, 50_000)
     assert (lines_small, lines_big) == (5_000, 50_000)
@@ -142,3 +143,21 @@ def test_a_log_still_being_written_is_replayed_as_it_was_when_opened(tmp_path: P
             writer.write(b"[2025-11-09 17:21:00,000] [app.py[line:1]] [INFO] [written later]\n" * 1000)
         lines = list(read_lines(handle, size, LOG, 2**16))
     assert [line.text.rsplit("[", 1)[1] for line in lines] == [f"line {n}]" for n in range(10)]
+
+
+def test_replay_cuts_lines_as_the_running_service_does(tmp_path: Path) -> None:
+    """One record, one verdict: a line over HEYGEM_LINE_MAX reaches the rules in a replay exactly as from the
+    followed file in the service (cut at the same byte, CUT_MARK appended, the rest dropped), short lines,
+    blank lines and a last line without a newline alike."""
+    from launcher.system.follow import Follower
+    from launcher.watch.replay import LOG, _recorded, read_lines
+
+    log = tmp_path / "dh.log"
+    log.write_bytes(b"short\n" + b"y" * 5000 + b"\n\n" + b"z" * 4096 + b"\n" + b"w" * 9000 + b"\nlast")
+    follower = Follower(log, line_max=4096)
+    live = [raw.decode() for raw in follower.read() + follower.flush()]
+    follower.close()
+    with _recorded(log) as handle:
+        replayed = [line.text for line in read_lines(handle, log.stat().st_size, LOG, 4096)]
+    assert replayed == live
+    assert live[1].endswith("[...line cut]") and live[3] == "z" * 4096 and live[-1] == "last"
