@@ -88,8 +88,8 @@ def _warn_unapplied(flags: dict[str, str | None]) -> None:
         load_settings(flags)
     except ConfigError as exc:
         click.echo(
-            f"heygem-launch: warning: {exc}; a restart would refuse it; answering from the running service's "
-            "own settings",
+            f"heygem-launch: warning: {exc}; a restart would refuse it (this command answers from the service's "
+            "run dir, not from these settings)",
             err=True,
         )
 

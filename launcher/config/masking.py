@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-_SECRET = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|KEY|CREDENTIAL", re.IGNORECASE)
+# Parts of a key that name a secret: PASS also covers DB_PASS and PASSPHRASE, AUTH an API_AUTH header. A name
+# masked that held nothing secret costs a `***`; a secret shown cannot be taken back.
+_SECRET = re.compile(r"TOKEN|SECRET|PASS|KEY|CREDENTIAL|AUTH|PRIVATE|COOKIE", re.IGNORECASE)
 MASK = "***"
 
 

@@ -104,13 +104,27 @@ def _optional_path(raw: str) -> Path | None:
     return checks.path(raw) if raw else None
 
 
+def _kernel_file(path: Path) -> bool:
+    """A /proc or /sys file (stat() calls them regular): /proc/self/mem answers a write with EIO."""
+    from launcher.system.special import PSEUDO, filesystem_of
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return False  # unreadable to us is no kernel interface; writing it is judged when it happens
+    try:
+        return filesystem_of(fd) in PSEUDO
+    finally:
+        os.close(fd)
+
+
 def _message_file(raw: str) -> Path | None:
     """A file to write one line into: a regular file, or a new one in an existing folder (not a folder, a
     device such as /dev/full, a FIFO): a message that cannot be written is a cause lost at the worst moment."""
     path = _optional_path(raw)
     if path is None:
         return None
-    if path.exists() and not path.is_file():
+    if path.exists() and (not path.is_file() or _kernel_file(path)):
         raise ValueError("must be a regular file (or a new one in an existing folder)")
     if not path.exists() and not path.parent.is_dir():
         raise ValueError(f"its folder {path.parent} does not exist")

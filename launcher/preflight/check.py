@@ -108,7 +108,7 @@ class CheckResult:
 
 
 CONFIG_FIX = (
-    "correct the setting named (HEYGEM_APP_COMMAND, HEYGEM_APP_DIR), or run from the app's folder; "
+    "correct what the error names (a setting, the app's folder, or a port another process holds); "
     "the provider itself passed the probe"
 )
 

@@ -45,6 +45,8 @@ def test_check_only_refuses_a_busy_app_port(launch, cpu_env: dict[str, str], tmp
         env = {**cpu_env, "HEYGEM_APP_PORT": str(port), "HEYGEM_RUN_DIR": str(tmp_path / "r")}
         doc = launch("--check-only", "--json", env=env)
     assert doc.returncode == 78 and doc.json["ok"] is False and f"port {port}" in doc.json["config_error"]
+    # The fix fits a busy port too (found by a newcomer pass: it named HEYGEM_APP_COMMAND and HEYGEM_APP_DIR).
+    assert "HEYGEM_APP_COMMAND" not in doc.json["fix"] and "port" in doc.json["fix"], doc.json["fix"]
 
 
 @pytest.mark.parametrize("kind", ["fifo", "/dev/zero"])
@@ -78,6 +80,24 @@ def test_a_termination_message_that_cannot_be_written_is_said(
     termination.write("REFUSED [cuda_libraries_missing]: …", target, {})
     err = capfd.readouterr().err
     assert "HEYGEM_TERMINATION_LOG" in err and "cannot write the termination message" in err and str(target) in err
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "proc"])
+def test_a_termination_log_that_is_no_file_never_holds_the_exit(launch, tmp_path: Path, kind: str) -> None:  # type: ignore[no-untyped-def]
+    """Found by a newcomer pass: a FIFO as HEYGEM_TERMINATION_LOG held the run forever, without a word, in the
+    open() of the message written for its own refusal (the raw value is used for an exit before the settings
+    are read). Now the message goes only into a regular file: one line says why not, then the 78, at once.
+    /proc/self/mem, which stat() calls regular, is refused by the setting too."""
+    path = {"fifo": tmp_path / "fifo", "device": Path("/dev/full"), "proc": Path("/proc/self/mem")}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)
+    env = {**CPU, "HEYGEM_TERMINATION_LOG": str(path), "HEYGEM_RUN_DIR": str(tmp_path / "run")}
+    run = launch(env=env, timeout=30)  # the container's run, not --check-only
+    assert run.returncode == 78, run
+    assert f"HEYGEM_TERMINATION_LOG={path}: cannot write the termination message" in run.stderr, run.stderr
+    assert "HEYGEM_TERMINATION_LOG='" in run.stderr and "must be a regular file" in run.stderr, run.stderr
+    assert_no_traceback(run)
+    assert launch("--check-only", env=env, timeout=30).returncode == 78
 
 
 def test_an_implicit_env_file_that_is_a_fifo_is_refused(launch, app_dir: Path) -> None:  # type: ignore[no-untyped-def]

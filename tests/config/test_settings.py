@@ -140,6 +140,14 @@ def test_an_unparsable_line_after_blank_lines_is_named_by_its_own_number(tmp_pat
         read_env_file(path)
 
 
+@pytest.mark.parametrize("key", ["DB_PASS", "API_AUTH", "SSH_PRIVATE", "SESSION_COOKIE", "MYSQL_PASSPHRASE"])
+def test_secret_names_beyond_the_usual_four_are_masked(key: str) -> None:
+    """Found by a newcomer pass: DB_PASS=... and API_AUTH=... from .env were printed in clear."""
+    from launcher.config.masking import mask_env
+
+    assert mask_env({key: "s3cr3t", "MODE": "fast"}) == {key: "***", "MODE": "fast"}
+
+
 def test_layers_lowest_first() -> None:
     cwd = Path("/")
     dotenv = {"HEYGEM_APP_COMMAND": "python a.py", "HEYGEM_PREFLIGHT_TIMEOUT": "5", "HEYGEM_RUN_DIR": "/r1"}

@@ -149,7 +149,7 @@ def test_healthcheck_and_status_answer_while_the_env_file_holds_an_unapplied_bad
     assert probe.returncode == 1 and status.returncode == 69, probe.stderr + status.stderr
     assert all("HEYGEM_STOP_GRACE='soon'" in r.stderr and "Traceback" not in r.stderr for r in (probe, status))
     assert restart.returncode == 78 and "HEYGEM_STOP_GRACE" in restart.stderr
-    warning = "a restart would refuse it; answering from the running service's own settings"
+    warning = "a restart would refuse it (this command answers from the service's run dir, not from these settings)"
     assert "HEYGEM_STOP_GRACE='soon' (from .env): " in status.stderr and warning in status.stderr
     # The same value from this shell's environment is named as the environment's, never as the file's.
     env_file.write_text("")
